@@ -1,0 +1,133 @@
+"""The A2C loss, the optimizers and one update. Returns one stats record per update."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+class RMSpropTF(torch.optim.Optimizer):
+    """RMSprop as TensorFlow (and OpenAI baselines) do it, as used by the A2C references:
+
+        ms    = alpha * ms + (1 - alpha) * g^2        (ms starts at ones, not zeros)
+        theta = theta - lr * g / sqrt(ms + eps)        (eps inside the square root)
+
+    PyTorch's RMSprop starts ms at zero and adds eps outside the root, which gives huge
+    first steps; stable-baselines3 ships this form as RMSpropTFLike for A2C.
+    """
+
+    def __init__(self, params, lr: float = 7e-4, alpha: float = 0.99, eps: float = 1e-5):
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            squares = []
+            for p in params:
+                state = self.state[p]
+                if "square_avg" not in state:
+                    state["square_avg"] = torch.ones_like(p)
+                squares.append(state["square_avg"])
+            alpha, eps, lr = group["alpha"], group["eps"], group["lr"]
+            torch._foreach_mul_(squares, alpha)
+            torch._foreach_addcmul_(squares, grads, grads, value=1 - alpha)
+            denominators = torch._foreach_add(squares, eps)
+            torch._foreach_sqrt_(denominators)
+            torch._foreach_addcdiv_(params, grads, denominators, value=-lr)
+
+
+def make_optimizer(name: str, params, lr: float, alpha: float, eps: float) -> torch.optim.Optimizer:
+    if name == "rmsprop_tf":
+        return RMSpropTF(params, lr=lr, alpha=alpha, eps=eps)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, alpha=alpha, eps=eps)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, eps=eps)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def scheduled_lr(base_lr: float, schedule: str, steps_done: int, total_steps: int) -> float:
+    """Linear: base_lr at step 0, 0 at total_steps (never negative). Constant: base_lr."""
+    if schedule == "constant":
+        return base_lr
+    return base_lr * max(0.0, 1.0 - steps_done / total_steps)
+
+
+def r_squared(targets: torch.Tensor, predictions: torch.Tensor) -> float:
+    """Coefficient of determination 1 - SS_res / SS_tot of predictions for targets
+    (nan when the targets do not vary)."""
+    ss_res = torch.sum((targets - predictions) ** 2)
+    ss_tot = torch.sum((targets - targets.mean()) ** 2)
+    return float(1.0 - ss_res / ss_tot) if ss_tot > 0 else math.nan
+
+
+@dataclass
+class Losses:
+    total: torch.Tensor
+    policy: torch.Tensor
+    value: torch.Tensor
+    entropy: torch.Tensor
+    advantages: torch.Tensor
+
+
+def a2c_loss(logits: torch.Tensor, values: torch.Tensor, actions: torch.Tensor,
+             value_targets: torch.Tensor, value_coef: float, entropy_coef: float) -> Losses:
+    """loss = -mean(log pi(a|s) * A) + value_coef * mean((v - v^)^2) - entropy_coef * mean(H[pi(.|s)])
+
+    A = v^ - v with v detached: the policy gradient does not train the critic. The entropy
+    is that of the whole distribution, so a larger entropy_coef pushes it up.
+    """
+    log_pi = torch.log_softmax(logits, dim=-1)
+    log_prob_taken = log_pi.gather(-1, actions[:, None]).squeeze(-1)
+    entropy = -(log_pi.exp() * log_pi).sum(-1).mean()
+    advantages = (value_targets - values).detach()
+    policy_loss = -(log_prob_taken * advantages).mean()
+    value_loss = ((values - value_targets) ** 2).mean()
+    total = policy_loss + value_coef * value_loss - entropy_coef * entropy
+    return Losses(total, policy_loss, value_loss, entropy, advantages)
+
+
+class NonFiniteError(RuntimeError):
+    """The loss or the gradient was NaN or infinite; the update was not applied."""
+
+
+def update(model: nn.Module, optimizer: torch.optim.Optimizer, obs: torch.Tensor, actions: torch.Tensor,
+           value_targets: torch.Tensor, lr: float, value_coef: float, entropy_coef: float,
+           max_grad_norm: float) -> dict[str, float]:
+    """One gradient step on a flattened batch. Raises NonFiniteError (weights untouched)
+    if the loss or the gradient norm is not finite."""
+    logits, values = model(obs)
+    losses = a2c_loss(logits, values, actions, value_targets, value_coef, entropy_coef)
+    optimizer.zero_grad(set_to_none=True)
+    losses.total.backward()
+    # The norm before clipping is what we report; clip_grad_norm_ returns it.
+    grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm))
+    total = float(losses.total)
+    if not (math.isfinite(total) and math.isfinite(grad_norm)):
+        optimizer.zero_grad(set_to_none=True)
+        raise NonFiniteError(f"non-finite {'loss' if not math.isfinite(total) else 'gradient norm'} "
+                             f"(loss={total}, grad_norm={grad_norm}); update skipped")
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.step()
+    values = values.detach()
+    return {
+        "loss": total,
+        "policy_loss": float(losses.policy),
+        "value_loss": float(losses.value),
+        "entropy": float(losses.entropy),
+        "grad_norm": grad_norm,
+        "r2": r_squared(value_targets, values),
+        "value_target_mean": float(value_targets.mean()),
+        "value_mean": float(values.mean()),
+        "advantage_mean": float(losses.advantages.mean()),
+        "advantage_std": float(losses.advantages.std()),
+        "lr": lr,
+    }

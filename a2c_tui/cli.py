@@ -1,0 +1,224 @@
+"""`a2c-tui` entry point: the app by default, `train --headless`, `eval`, `record`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_CONFIG = "configs/space_invaders.toml"
+
+
+class UsageError(Exception):
+    """Bad command-line input (one line, exit code 2)."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help=f"TOML preset (default: {DEFAULT_CONFIG})")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key, e.g. --set algo.lr=3e-4 (repeatable)")
+    p.add_argument("--resume", metavar="RUN_OR_CKPT",
+                   help="continue a run: its directory (uses latest.pt) or a checkpoint file")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="a2c-tui", description="Train A2C agents on Atari games, in a terminal app or headless.")
+    _add_run_options(parser)
+    parser.add_argument("--paused", action="store_true", help="open the app with training paused")
+    sub = parser.add_subparsers(dest="command", parser_class=Parser)
+
+    train = sub.add_parser("train", help="train (the app, or --headless for scripts and nohup)")
+    _add_run_options(train)
+    train.add_argument("--headless", action="store_true", help="no app: progress bar on a TTY, log lines otherwise")
+    train.add_argument("--paused", action="store_true", help="open the app with training paused")
+
+    ev = sub.add_parser("eval", help="play whole games with a checkpoint and report raw scores")
+    ev.add_argument("checkpoint", help="a .pt file or a run directory (uses latest.pt)")
+    ev.add_argument("--episodes", type=int, default=100, help="games to play (default 100)")
+    ev.add_argument("--envs", type=int, default=8, help="games played in parallel (default 8)")
+    ev.add_argument("--greedy", action="store_true", help="argmax actions instead of sampling")
+    ev.add_argument("--seed", type=int, default=12345)
+    ev.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    ev.add_argument("--json", metavar="FILE", help="write the result as JSON")
+    return parser
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"a2c-tui: error: {message}", file=sys.stderr)
+    return code
+
+
+def load_config(args):
+    from a2c_tui import config as cfg
+
+    path = args.config
+    if path is None and not args.resume:
+        path = DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None
+    if args.resume and (args.config or args.overrides):
+        raise UsageError("--resume continues a run with its saved config; drop --config/--set")
+    return cfg.load(path, args.overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from a2c_tui.checkpoints import CheckpointError
+    from a2c_tui.config import ConfigError
+
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "eval":
+            return cmd_eval(args)
+        config = load_config(args)
+        if args.command == "train" and args.headless:
+            return cmd_train_headless(args, config)
+        from a2c_tui.tui.app import run_app
+
+        return run_app(config, resume=args.resume, paused=args.paused)
+    except (UsageError, ConfigError, CheckpointError) as e:
+        return _fail(str(e))
+
+
+def cmd_train_headless(args, config) -> int:
+    from a2c_tui.trainer import Event, Snapshot, State, Trainer
+
+    trainer = Trainer(config, resume=args.resume)
+    report = _Reporter(trainer)
+    trainer.subscribe(report)
+
+    def on_signal(signum, _frame):
+        # Queued and run between updates on this (the training) thread: checkpoint, then exit.
+        report.line(f"received {signal.Signals(signum).name}: saving a checkpoint and stopping")
+        trainer.stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    print(f"run directory: {trainer.run_dir}", flush=True)
+    with report:
+        state = trainer.run()
+    print(f"{state.value.lower()} at step {trainer.step:,}; last-100 raw score "
+          f"{trainer.scores.mean_score():.1f} over {trainer.scores.games} games; run directory {trainer.run_dir}",
+          flush=True)
+    return 1 if state == State.ERROR else 0
+
+
+class _Reporter:
+    """Rich progress bar on a terminal; otherwise a plain log line every 10 seconds."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self.tty = sys.stdout.isatty()
+        self.progress = None
+        self._last_line = 0.0
+
+    def __enter__(self):
+        if self.tty:
+            from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                                     TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
+                                     TextColumn("{task.fields[sps]:,.0f} steps/s"), TimeRemainingColumn(),
+                                     TextColumn("score {task.fields[score]}"))
+            self.progress.start()
+            self.task = self.progress.add_task(self.trainer.config.run.name, total=self.trainer.config.run.total_steps,
+                                               completed=self.trainer.step, sps=0.0, score="-")
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.stop()
+
+    def line(self, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        if self.progress is not None:
+            self.progress.console.print(f"{stamp} {text}")
+        else:
+            print(f"{stamp} {text}", flush=True)
+
+    def __call__(self, item) -> None:
+        from a2c_tui.trainer import Event
+
+        if isinstance(item, Event):
+            self.line(f"{item.level}: {item.text}" if item.level != "info" else item.text)
+            return
+        score = f"{item.score:.1f}" if math.isfinite(item.score) else "-"
+        if self.progress is not None:
+            self.progress.update(self.task, completed=item.step, sps=item.steps_per_sec, score=score)
+        elif time.monotonic() - self._last_line >= 10 or item.step >= item.total_steps:
+            self._last_line = time.monotonic()
+            m = item.metrics
+            extra = "".join(f" {k} {m[k]:.3g}" for k in ("entropy", "r2", "grad_norm") if isinstance(m.get(k), float))
+            self.line(f"step {item.step:,}/{item.total_steps:,} ({item.step / item.total_steps:.1%}) "
+                      f"{item.steps_per_sec:,.0f} steps/s score {score} games {item.games}{extra}")
+
+
+def cmd_eval(args) -> int:
+    import torch
+
+    from a2c_tui import checkpoints as ckpt
+    from a2c_tui.evaluate import evaluate
+    from a2c_tui.trainer import config_from_payload, resolve_device, resolve_resume
+
+    if args.episodes < 1:
+        raise UsageError(f"--episodes {args.episodes} is not allowed: must be >= 1")
+    if args.envs < 1:
+        raise UsageError(f"--envs {args.envs} is not allowed: must be >= 1")
+    _, path = resolve_resume(args.checkpoint)
+    payload = ckpt.load(path)
+    config = config_from_payload(payload, path)
+    from a2c_tui.envs import make_envs
+
+    probe = make_envs(config.env.id, 1, life_loss=False)
+    try:
+        ckpt.check_compatible(payload, config.env.id, probe.n_actions, probe.observation_shape, path)
+    finally:
+        probe.close()
+    device = resolve_device(args.device)
+    bar = _EvalBar(args.episodes)
+    with bar:
+        result = evaluate(config, payload["model"], episodes=args.episodes, num_envs=args.envs, greedy=args.greedy,
+                          seed=args.seed, device=device, progress=bar)
+    result["checkpoint"] = str(path)
+    result["step"] = payload.get("step")
+    print(f"{config.env.id} {path}: {result['episodes']} games, mean {result['mean']:.1f} ± {result['std']:.1f}, "
+          f"median {result['median']:.1f}, min {result['min']:.0f}, max {result['max']:.0f}, "
+          f"mean length {result['mean_length']:.0f} steps ({'greedy' if args.greedy else 'sampled'} actions)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    if path.parent.joinpath("index.json").exists():
+        ckpt.record_evaluation(path, result)
+    return 0
+
+
+class _EvalBar:
+    def __init__(self, total: int):
+        self.total = total
+        self.progress = None
+
+    def __enter__(self):
+        if sys.stdout.isatty():
+            from rich.progress import Progress
+
+            self.progress = Progress()
+            self.progress.start()
+            self.task = self.progress.add_task("games", total=self.total)
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.stop()
+
+    def __call__(self, p) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=p.done, description=f"games (last {p.score:.0f})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

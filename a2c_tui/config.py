@@ -1,0 +1,226 @@
+"""Typed run configuration: dataclasses, TOML load/save, `--set` overrides, validation.
+
+Every problem with a config is reported as a `ConfigError` whose message is one line
+naming the key and what is allowed; the CLI turns it into exit code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config key has a value that is not allowed (message: one line)."""
+
+
+@dataclass
+class RunConfig:
+    name: str = "space_invaders"
+    total_steps: int = 10_000_000
+    seed: int = 1
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    checkpoint_every: int = 500_000  # agent steps between periodic checkpoints
+    keep_last: int = 5  # periodic checkpoints kept (latest/best are kept apart)
+    log_every: int = 100  # updates between diagnostics records
+    torch_threads: int = 0  # 0 = choose from the core count (see trainer.choose_threads)
+    out_dir: str = "checkpoints"
+
+
+@dataclass
+class EnvConfig:
+    id: str = "SpaceInvaders"
+    num_envs: int = 16
+    num_threads: int = 0  # ALE's C++ thread pool; 0 = one per core
+    noop_max: int = 30
+    max_episode_frames: int = 108_000
+    clip_rewards: bool = True  # learner sees sign(r); scores stay raw
+
+
+@dataclass
+class AlgoConfig:
+    n_steps: int = 5
+    gamma: float = 0.99
+    gae_lambda: float = 1.0  # 1.0 = plain n-step targets
+    lr: float = 7e-4
+    lr_schedule: str = "linear"  # "linear" | "constant"
+    value_coef: float = 0.25
+    entropy_coef: float = 0.01
+    max_grad_norm: float = 0.5
+    optimizer: str = "rmsprop_tf"  # "rmsprop_tf" | "rmsprop" | "adam"
+    rms_alpha: float = 0.99
+    rms_eps: float = 1e-5
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **overrides: Any) -> Config:
+        """A copy with dotted-key overrides applied and validated: replace(**{"algo.lr": 1e-3})."""
+        return from_dict(self.to_dict(), overrides)
+
+
+SECTIONS = {"run": RunConfig, "env": EnvConfig, "algo": AlgoConfig}
+
+# Hyperparameters the trainer accepts while running (applied at the next update).
+LIVE_KEYS = ("lr", "entropy_coef", "value_coef", "max_grad_norm", "gamma")
+
+
+def _check_range(key: str, value: Any) -> None:
+    """Raise ConfigError if `value` is outside what `key` allows."""
+
+    def need(ok: bool, allowed: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key} = {value!r} is not allowed: must be {allowed}")
+
+    if isinstance(value, float):
+        need(math.isfinite(value), "a finite number")
+    match key:
+        case "run.name":
+            need(bool(value) and all(c.isalnum() or c in "-_." for c in value) and not value.startswith("."),
+                 "a non-empty name of letters, digits, '-', '_' or '.'")
+        case "run.total_steps":
+            need(value >= 1, "an integer >= 1")
+        case "run.device":
+            need(value in ("auto", "cpu", "cuda"), 'one of "auto", "cpu", "cuda"')
+        case "run.checkpoint_every" | "run.log_every":
+            need(value >= 1, "an integer >= 1")
+        case "run.keep_last":
+            need(value >= 1, "an integer >= 1")
+        case "run.torch_threads" | "env.num_threads":
+            need(value >= 0, "an integer >= 0 (0 = automatic)")
+        case "run.out_dir":
+            need(bool(value), "a non-empty path")
+        case "env.id":
+            from a2c_tui.envs import check_env_id  # late import: envs pulls in ale_py
+
+            problem = check_env_id(value)
+            if problem:
+                raise ConfigError(f"env.id = {value!r} is not allowed: {problem}")
+        case "env.num_envs":
+            need(1 <= value <= 1024, "an integer from 1 to 1024")
+        case "env.noop_max":
+            need(0 <= value <= 1000, "an integer from 0 to 1000")
+        case "env.max_episode_frames":
+            need(value >= 1, "an integer >= 1")
+        case "algo.n_steps":
+            need(1 <= value <= 10_000, "an integer from 1 to 10000")
+        case "algo.gamma":
+            need(0 < value <= 1, "in (0, 1]")
+        case "algo.gae_lambda":
+            need(0 <= value <= 1, "in [0, 1]")
+        case "algo.lr":
+            need(0 < value <= 1, "in (0, 1]")
+        case "algo.lr_schedule":
+            need(value in ("linear", "constant"), 'one of "linear", "constant"')
+        case "algo.value_coef" | "algo.entropy_coef":
+            need(0 <= value <= 100, "in [0, 100]")
+        case "algo.max_grad_norm":
+            need(0 < value <= 1e6, "in (0, 1e6]")
+        case "algo.optimizer":
+            need(value in ("rmsprop_tf", "rmsprop", "adam"), 'one of "rmsprop_tf", "rmsprop", "adam"')
+        case "algo.rms_alpha":
+            need(0 <= value < 1, "in [0, 1)")
+        case "algo.rms_eps":
+            need(0 < value <= 1, "in (0, 1]")
+
+
+def _coerce(key: str, typ: type, value: Any) -> Any:
+    """Check the type of one value (ints are accepted for floats); raise ConfigError."""
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not typ:
+        raise ConfigError(f"{key} = {value!r} is not allowed: must be {names[typ]}")
+    return value
+
+
+def check_value(key: str, value: Any) -> Any:
+    """Validate one dotted key's value; return it coerced to the field's type."""
+    section, _, name = key.partition(".")
+    cls = SECTIONS.get(section)
+    known = {f.name: f for f in fields(cls)} if cls else {}
+    if name not in known:
+        allowed = ", ".join(f"{s}.{f.name}" for s, c in SECTIONS.items() for f in fields(c))
+        raise ConfigError(f"unknown key {key!r}: allowed keys are {allowed}")
+    typ = {"int": int, "float": float, "str": str, "bool": bool}[str(known[name].type)]
+    value = _coerce(key, typ, value)
+    _check_range(key, value)
+    return value
+
+
+def from_dict(data: dict[str, Any], overrides: dict[str, Any] | None = None) -> Config:
+    """Build a validated Config from nested dicts plus dotted-key overrides."""
+    if not isinstance(data, dict):
+        raise ConfigError("config must be a table with sections [run], [env], [algo]")
+    flat: dict[str, Any] = {}
+    for section, values in data.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"unknown section [{section}]: allowed sections are [run], [env], [algo]")
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{section}] must be a table of keys")
+        for name, value in values.items():
+            flat[f"{section}.{name}"] = value
+    flat.update(overrides or {})
+    parts: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    for key, value in flat.items():
+        value = check_value(key, value)  # unknown keys and sections fail here
+        section, _, name = key.partition(".")
+        parts[section][name] = value
+    return Config(**{s: SECTIONS[s](**parts[s]) for s in SECTIONS})
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`algo.lr=3e-4` -> ("algo.lr", 0.0003). Values are TOML literals; bare words are strings."""
+    key, sep, raw = text.partition("=")
+    key, raw = key.strip(), raw.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {text!r} is not allowed: must look like section.key=value")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word such as SpaceInvaders or cpu
+    return key, value
+
+
+def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a TOML preset (None = built-in defaults) and apply `--set` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(path)!r} does not exist") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {str(path)!r} cannot be read: {e}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
+    return from_dict(data, dict(parse_override(o) for o in overrides))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+def to_toml(config: Config) -> str:
+    lines: list[str] = []
+    for section, values in config.to_dict().items():
+        lines.append(f"[{section}]")
+        lines += [f"{name} = {_toml_value(value)}" for name, value in values.items()]
+        lines.append("")
+    return "\n".join(lines)

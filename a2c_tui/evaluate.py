@@ -1,0 +1,92 @@
+"""Evaluation: N whole games (all lives, raw score) in parallel envs, without bias.
+
+Counting "the first N games to finish" over parallel envs favours short, low-scoring
+games. Instead env i plays a fixed share of the N games (N // envs, one more for the
+first N % envs) and only those games count, whatever their length.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from a2c_tui.config import Config
+from a2c_tui.envs import make_envs
+from a2c_tui.model import ActorCritic, act
+
+
+class Cancelled(Exception):
+    """The evaluation was cancelled before it finished."""
+
+
+@dataclass
+class EvalProgress:
+    done: int
+    total: int
+    score: float  # the game that just finished
+    length: int
+
+
+def summarize(scores: list[float], lengths: list[int]) -> dict[str, Any]:
+    values = np.asarray(scores, dtype=np.float64)
+    return {
+        "episodes": len(scores),
+        "mean": float(values.mean()),
+        "std": float(values.std()),
+        "median": float(np.median(values)),
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "mean_length": float(np.mean(lengths)),
+        "scores": [float(s) for s in scores],
+        "lengths": [int(n) for n in lengths],
+    }
+
+
+def evaluate(config: Config, weights: dict[str, torch.Tensor], episodes: int = 100, num_envs: int = 8,
+             greedy: bool = False, seed: int = 12345, device: str | torch.device = "cpu",
+             progress: Callable[[EvalProgress], None] | None = None,
+             cancel: threading.Event | None = None) -> dict[str, Any]:
+    """Play `episodes` whole games with the given weights; returns summarize(...) plus settings.
+
+    Games are capped by env.max_episode_frames (108,000 frames = 30 minutes of play).
+    Raises Cancelled if `cancel` is set.
+    """
+    if episodes < 1 or num_envs < 1:
+        raise ValueError("episodes and envs must be >= 1")
+    num_envs = min(num_envs, episodes)
+    env = config.env
+    envs = make_envs(env.id, num_envs, seed=seed, num_threads=env.num_threads, noop_max=env.noop_max,
+                     max_episode_frames=env.max_episode_frames, clip_rewards=False, life_loss=False)
+    try:
+        model = ActorCritic(envs.observation_shape, envs.n_actions)
+        model.load_state_dict(weights)
+        model.to(device).eval()
+        share = np.full(num_envs, episodes // num_envs)
+        share[: episodes % num_envs] += 1
+        played = np.zeros(num_envs, dtype=np.int64)
+        scores: list[float] = []
+        lengths: list[int] = []
+        obs = envs.reset()
+        while len(scores) < episodes:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(f"evaluation cancelled after {len(scores)} of {episodes} games")
+            actions = act(model, torch.as_tensor(obs, device=device), greedy=greedy).actions
+            step = envs.step(actions)
+            obs = step.obs
+            for i, score, length in step.finished:
+                if played[i] < share[i]:
+                    played[i] += 1
+                    scores.append(score)
+                    lengths.append(length)
+                    if progress is not None:
+                        progress(EvalProgress(len(scores), episodes, score, length))
+    finally:
+        envs.close()
+    result = summarize(scores, lengths)
+    result.update(greedy=greedy, envs=num_envs, env_id=env.id, seed=seed)
+    return result
+

@@ -1,0 +1,88 @@
+"""Actor-critic network (Nature-DQN CNN or MLP torso, policy and value heads) and act()."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def _init(layer: nn.Module, gain: float) -> nn.Module:
+    nn.init.orthogonal_(layer.weight, gain=gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class ActorCritic(nn.Module):
+    """Image observations (C, 84, 84) uint8 -> Nature-DQN CNN; vectors -> 64-64 tanh MLP."""
+
+    def __init__(self, obs_shape: tuple[int, ...], n_actions: int):
+        super().__init__()
+        self.obs_shape = tuple(obs_shape)
+        self.n_actions = n_actions
+        self.is_image = len(obs_shape) == 3
+        root2 = math.sqrt(2)
+        if self.is_image:
+            channels, height, width = obs_shape
+            convs = nn.Sequential(
+                _init(nn.Conv2d(channels, 32, 8, stride=4), root2), nn.ReLU(),
+                _init(nn.Conv2d(32, 64, 4, stride=2), root2), nn.ReLU(),
+                _init(nn.Conv2d(64, 64, 3, stride=1), root2), nn.ReLU(),
+                nn.Flatten(),
+            )
+            with torch.no_grad():
+                flat = convs(torch.zeros(1, *obs_shape)).shape[1]
+            self.torso = nn.Sequential(convs, _init(nn.Linear(flat, 512), root2), nn.ReLU())
+            hidden = 512
+        else:
+            (size,) = obs_shape
+            self.torso = nn.Sequential(
+                _init(nn.Linear(size, 64), root2), nn.Tanh(),
+                _init(nn.Linear(64, 64), root2), nn.Tanh(),
+            )
+            hidden = 64
+        self.policy_head = _init(nn.Linear(hidden, n_actions), 0.01)
+        self.value_head = _init(nn.Linear(hidden, 1), 1.0)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """obs (B, *obs_shape), uint8 images or float vectors -> logits (B, A), values (B,)."""
+        x = obs.float()
+        if self.is_image:
+            x = x * (1.0 / 255.0)
+        features = self.torso(x)
+        return self.policy_head(features), self.value_head(features).squeeze(-1)
+
+
+@dataclass
+class Act:
+    actions: np.ndarray  # int64 (B,), for the env
+    logits: torch.Tensor
+    log_probs: torch.Tensor
+    values: torch.Tensor
+    entropy: torch.Tensor
+
+
+def sample(logits: torch.Tensor, greedy: bool = False) -> torch.Tensor:
+    """Categorical sample by the Gumbel-max trick (one kernel, no Distribution object)."""
+    if greedy:
+        return logits.argmax(-1)
+    uniform = torch.rand_like(logits).clamp_(min=1e-20)
+    return (logits - torch.log(-torch.log(uniform))).argmax(-1)
+
+
+@torch.inference_mode()
+def act(model: ActorCritic, obs: torch.Tensor, greedy: bool = False) -> Act:
+    """Policy step on a batch of observations already on the model's device."""
+    logits, values = model(obs)
+    actions = sample(logits, greedy)
+    log_pi = torch.log_softmax(logits, -1)
+    return Act(
+        actions=actions.cpu().numpy(),
+        logits=logits,
+        log_probs=log_pi.gather(-1, actions[:, None]).squeeze(-1),
+        values=values,
+        entropy=-(log_pi.exp() * log_pi).sum(-1),
+    )

@@ -1,0 +1,551 @@
+"""The training loop as an object another thread can drive.
+
+Commands (pause, resume, stop, set_hparams, save, load, weights) are queued and run on
+the training thread between updates, so the model is only ever touched by that thread.
+Progress flows out as immutable `Snapshot`s and `Event`s to subscribers. No UI imports.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import os
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from a2c_tui import checkpoints as ckpt
+from a2c_tui.a2c import NonFiniteError, make_optimizer, scheduled_lr, update
+from a2c_tui.config import LIVE_KEYS, Config, ConfigError, check_value, to_toml
+from a2c_tui.envs import make_envs
+from a2c_tui.metrics import MetricsSink, ScoreWindow, read_jsonl
+from a2c_tui.model import ActorCritic, act
+from a2c_tui.rollout import Rollout, value_targets
+
+
+class State(str, enum.Enum):
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    STOPPED = "STOPPED"
+    FINISHED = "FINISHED"
+    ERROR = "ERROR"
+
+
+@dataclass(frozen=True)
+class Event:
+    time: float
+    level: str  # "info" | "warning" | "error"
+    text: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    run_name: str
+    run_dir: str
+    env_id: str
+    device: str
+    state: State
+    step: int
+    total_steps: int
+    updates: int
+    elapsed: float  # seconds of training (this run, resumes included)
+    steps_per_sec: float
+    score: float  # last-100 raw whole-game score (nan before the first game)
+    games: int
+    hparams: Mapping[str, float]
+    metrics: Mapping[str, Any]  # the latest diagnostics record (empty before the first)
+    time: float = field(default_factory=time.time)
+
+    @property
+    def eta(self) -> float:
+        left = self.total_steps - self.step
+        return left / self.steps_per_sec if self.steps_per_sec > 0 else math.inf
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("run.device = 'cuda' is not allowed: no CUDA device is available here")
+    return torch.device(name)
+
+
+def choose_threads(config: Config, device: torch.device) -> int:
+    """Torch intra-op threads. Env stepping and the network run one after the other, so
+    on the CPU both may use every core (measured in BENCHMARKS.md); on a GPU torch needs one."""
+    if config.run.torch_threads:
+        return config.run.torch_threads
+    return 1 if device.type == "cuda" else max(1, os.cpu_count() or 1)
+
+
+def new_run_dir(config: Config) -> Path:
+    base = Path(config.run.out_dir)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = base / f"{config.run.name}-{stamp}"
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = base / f"{config.run.name}-{stamp}-{suffix}"
+    return run_dir
+
+
+def resolve_resume(target: str | Path) -> tuple[Path, Path]:
+    """A run directory or a checkpoint file -> (run_dir, checkpoint path)."""
+    target = Path(target)
+    if target.is_dir():
+        return target, target / "latest.pt"
+    return target.parent, target
+
+
+class Trainer:
+    """A2C on a batch of envs. Drive it with start()/run() and the command methods."""
+
+    def __init__(self, config: Config, run_dir: str | Path | None = None, resume: str | Path | None = None,
+                 tensorboard: bool = True):
+        payload = None
+        if resume is not None:
+            run_dir, path = resolve_resume(resume)
+            payload = ckpt.load(path)
+            config = config_from_payload(payload, path)
+        self.config = config
+        self.device = resolve_device(config.run.device)
+        torch.set_num_threads(choose_threads(config, self.device))
+        self.run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+
+        torch.manual_seed(config.run.seed)
+        np.random.seed(config.run.seed % 2**32)
+        self.envs = self._make_envs(seed=config.run.seed)
+        self.model = ActorCritic(self.envs.observation_shape, self.envs.n_actions).to(self.device)
+        algo = config.algo
+        self.optimizer = make_optimizer(algo.optimizer, self.model.parameters(), algo.lr, algo.rms_alpha, algo.rms_eps)
+        self.hparams = {k: getattr(algo, k) for k in LIVE_KEYS}
+        self.base_lr = algo.lr
+        self.step = 0
+        self.updates = 0
+        self.elapsed = 0.0
+        self.scores = ScoreWindow(100)
+        self.best_score = -math.inf
+        self.last_checkpoint_step = 0
+        if payload is not None:
+            ckpt.check_compatible(payload, config.env.id, self.envs.n_actions, self.envs.observation_shape, resume)
+            self._restore(payload)
+            self._truncate_metrics()
+        (self.run_dir / "config.toml").write_text(to_toml(config))
+
+        obs_dtype = torch.uint8 if self.model.is_image else torch.float32
+        self.rollout = Rollout(algo.n_steps, config.env.num_envs, self.envs.observation_shape, obs_dtype, self.device)
+        self.obs = self.envs.reset()
+        self.metrics = MetricsSink(self.run_dir, tensorboard=tensorboard)
+        self._pending_stats: list[dict[str, float]] = []
+        self._last_record: Mapping[str, Any] = MappingProxyType({})
+        self._rate = (time.perf_counter(), self.step, 0.0)  # for steps/s between records
+
+        self._lock = threading.Condition()
+        self._commands: queue.SimpleQueue[tuple[Callable[[], Any], Future]] = queue.SimpleQueue()
+        self._state = State.PAUSED
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._looping = False  # commands are queued for the loop only while it runs
+        self._subscribers: list[Callable[[Snapshot | Event], None]] = []
+        self._last_publish = 0.0
+        self.publish_interval = 0.25  # seconds between snapshots while running
+
+    # ----- construction helpers -------------------------------------------------------
+    def _make_envs(self, seed: int):
+        env = self.config.env
+        return make_envs(env.id, env.num_envs, seed=seed, num_threads=env.num_threads, noop_max=env.noop_max,
+                         max_episode_frames=env.max_episode_frames, clip_rewards=env.clip_rewards)
+
+    def _payload(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "env_id": self.config.env.id,
+            "n_actions": self.envs.n_actions,
+            "obs_shape": list(self.envs.observation_shape),
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": _to_cpu(self.optimizer.state_dict()),
+            "step": self.step,
+            "updates": self.updates,
+            "elapsed": self.elapsed,
+            "base_lr": self.base_lr,
+            "hparams": dict(self.hparams),
+            "scores": self.scores.state(),
+            "score": _finite_or_none(self.scores.mean_score()),
+            "best_score": _finite_or_none(self.best_score),
+            "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state()},
+            "saved_at": time.time(),
+        }
+
+    def _restore(self, payload: dict[str, Any]) -> None:
+        try:
+            self.model.load_state_dict(payload["model"])
+            self.optimizer.load_state_dict(payload["optimizer"])
+            self.step = int(payload["step"])
+            self.updates = int(payload["updates"])
+            self.elapsed = float(payload.get("elapsed", 0.0))
+            self.base_lr = float(payload["base_lr"])
+            self.hparams.update({k: float(v) for k, v in payload["hparams"].items() if k in LIVE_KEYS})
+            self.scores = ScoreWindow.from_state(payload["scores"])
+            best = payload.get("best_score")
+            self.best_score = -math.inf if best is None else float(best)
+            torch.set_rng_state(payload["rng"]["torch"])
+            _set_numpy_rng_state(payload["rng"]["numpy"])
+        except (KeyError, RuntimeError, TypeError, ValueError) as e:
+            raise ckpt.CheckpointError(f"checkpoint does not match this model: {str(e).splitlines()[0][:160]}") from None
+        self.last_checkpoint_step = self.step
+        # The games in progress cannot be restored; new seeds keep them from repeating.
+        self.envs.close()
+        self.envs = self._make_envs(seed=self.config.run.seed + self.updates)
+
+    def _truncate_metrics(self) -> None:
+        """Drop records written after the checkpoint we resume from (a crash left them)."""
+        path = self.run_dir / "metrics.jsonl"
+        if path.exists():
+            kept = [r for r in read_jsonl(path) if r.get("step", 0) <= self.step]
+            ckpt.atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+
+    # ----- the algorithm --------------------------------------------------------------
+    def collect(self) -> None:
+        """n_steps x num_envs transitions into self.rollout; ends with v(s_T) in last_values."""
+        rollout, gamma = self.rollout, self.hparams["gamma"]
+        for t in range(rollout.n_steps):
+            obs_t = rollout.obs[t]
+            obs_t.copy_(torch.from_numpy(self.obs), non_blocking=True)
+            policy = act(self.model, obs_t)
+            step = self.envs.step(policy.actions)
+            rewards = step.rewards
+            if step.truncated.any():
+                # A time limit is not a death: bootstrap from the final observation's value.
+                rewards = rewards.copy()
+                index = np.flatnonzero(step.truncated)
+                final = torch.as_tensor(np.asarray(step.final_obs)[index], device=self.device)
+                with torch.inference_mode():
+                    rewards[index] += gamma * self.model(final)[1].cpu().numpy()
+            rollout.actions[t].copy_(torch.from_numpy(policy.actions))
+            rollout.values[t].copy_(policy.values)
+            rollout.rewards[t].copy_(torch.from_numpy(rewards))
+            rollout.dones[t].copy_(torch.from_numpy(step.dones))
+            for _, score, length in step.finished:
+                self.scores.add(score, length)
+            self.obs = step.obs
+        with torch.inference_mode():
+            obs = torch.as_tensor(self.obs, device=self.device)
+            self.last_values = self.model(obs)[1]
+
+    def train_update(self) -> dict[str, float]:
+        """Collect one rollout and take one gradient step; returns that update's stats."""
+        self.collect()
+        rollout, hp = self.rollout, self.hparams
+        rewards = rollout.rewards.to(self.device, non_blocking=True)
+        dones = rollout.dones.to(self.device, non_blocking=True)
+        targets, _ = value_targets(rewards, dones, rollout.values, self.last_values, hp["gamma"],
+                                   self.config.algo.gae_lambda)
+        batch = rollout.n_steps * rollout.num_envs
+        lr = scheduled_lr(self.base_lr, self.config.algo.lr_schedule, self.step, self.config.run.total_steps)
+        stats = update(self.model, self.optimizer, rollout.obs.reshape(batch, *rollout.obs.shape[2:]),
+                       rollout.actions.reshape(batch), targets.reshape(batch).clone(), lr,
+                       hp["value_coef"], hp["entropy_coef"], hp["max_grad_norm"])
+        self.step += batch
+        self.updates += 1
+        return stats
+
+    # ----- the loop -------------------------------------------------------------------
+    def start(self, paused: bool = False) -> None:
+        """Run the loop in a daemon thread (for the app)."""
+        self._state = State.PAUSED if paused else State.RUNNING
+        self._thread = threading.Thread(target=self._loop, name="trainer", daemon=True)
+        self._thread.start()
+
+    def run(self) -> State:
+        """Run the loop in this thread until finished, stopped or failed (headless)."""
+        self._state = State.RUNNING
+        self._loop(exit_when_idle=True)
+        return self._state
+
+    def _loop(self, exit_when_idle: bool = False) -> None:
+        self._looping = True
+        try:
+            self._loop_body(exit_when_idle)
+        finally:
+            self._looping = False
+            self._run_commands()  # whatever was queued meanwhile still gets its answer
+            self.metrics.close()
+            self.envs.close()
+
+    def _loop_body(self, exit_when_idle: bool) -> None:
+        self._event("info", f"run {self.run_dir.name} at step {self.step:,} of {self.config.run.total_steps:,} "
+                            f"on {self.device.type}")
+        self._publish(force=True)
+        while True:
+            self._run_commands()
+            with self._lock:
+                if self._closing:
+                    break
+                state = self._state
+                if state == State.RUNNING and self.step >= self.config.run.total_steps:
+                    self._state = state = State.FINISHED
+                if state != State.RUNNING:
+                    if exit_when_idle:
+                        break
+                    self._lock.wait(timeout=0.5)
+                    continue
+            self._one_update()
+        if self._state == State.FINISHED and self.step != self.last_checkpoint_step:
+            self._save_checkpoint(reason="final")
+            self._event("info", f"finished {self.step:,} steps; last-100 score {self.scores.mean_score():.1f}")
+        self._publish(force=True)
+
+    def _one_update(self) -> None:
+        started = time.perf_counter()
+        try:
+            stats = self.train_update()
+        except NonFiniteError as e:
+            self._fail(f"{e}; training paused — load the last good checkpoint, then resume")
+            return
+        except Exception as e:  # noqa: BLE001 - any failure must reach the user, not kill the thread
+            self._fail(f"training failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            return
+        self.elapsed += time.perf_counter() - started
+        self._pending_stats.append(stats)
+        if self.updates % self.config.run.log_every == 0:
+            self._write_record()
+        if self.step - self.last_checkpoint_step >= self.config.run.checkpoint_every:
+            self._save_checkpoint(reason="periodic")
+        self._publish()
+
+    def _write_record(self) -> None:
+        now = time.perf_counter()
+        then, step_then, _ = self._rate
+        steps_per_sec = (self.step - step_then) / max(now - then, 1e-9)
+        self._rate = (now, self.step, steps_per_sec)
+        keys = self._pending_stats[0].keys()
+        record: dict[str, Any] = {"step": self.step, "updates": self.updates, "time": time.time()}
+        record.update({k: float(np.nanmean([s[k] for s in self._pending_stats])) for k in keys})
+        record.update(score=self.scores.mean_score(), game_length=self.scores.mean_length(),
+                      games=self.scores.games, steps_per_sec=steps_per_sec, **{
+                          f"hp_{k}": v for k, v in self.hparams.items() if k != "lr"})
+        self._pending_stats.clear()
+        self.metrics.write(record)
+        self._last_record = MappingProxyType(record)
+
+    def _fail(self, message: str) -> None:
+        with self._lock:
+            self._state = State.ERROR
+        self._event("error", message)
+        self._publish(force=True)
+
+    # ----- checkpoints ----------------------------------------------------------------
+    def _save_checkpoint(self, reason: str) -> Path | None:
+        """Write step_<N>.pt, point latest (and best) at it, prune. Errors are reported, not raised."""
+        path = self.run_dir / f"step_{self.step}.pt"
+        try:
+            size = ckpt.save(path, self._payload())
+            ckpt.link_or_copy(path, self.run_dir / "latest.pt")
+            score = self.scores.mean_score()
+            index_update = {"latest": path.name, "files": {path.name: {"step": self.step, "score": _finite_or_none(score),
+                                                                       "time": time.time()}}}
+            ckpt.update_index(self.run_dir, index_update)
+            if math.isfinite(score) and score > self.best_score:
+                self.best_score = score
+                ckpt.mark_best(self.run_dir, path, "score", score)
+        except OSError as e:
+            self._event("error", f"checkpoint {path.name} not written ({e.strerror or e}); the previous one is intact, "
+                                 f"training goes on")
+            return None
+        self.last_checkpoint_step = self.step
+        ckpt.prune(self.run_dir, self.config.run.keep_last)
+        self._event("info", f"saved {path.name} ({reason}, {size / 2**20:.1f} MiB)")
+        return path
+
+    def _load(self, path: str | Path) -> int:
+        payload = ckpt.load(path)
+        ckpt.check_compatible(payload, self.config.env.id, self.envs.n_actions, self.envs.observation_shape, path)
+        self._restore(payload)
+        self.obs = self.envs.reset()
+        self._rate = (time.perf_counter(), self.step, 0.0)
+        self._pending_stats.clear()
+        with self._lock:
+            if self._state in (State.ERROR, State.FINISHED):
+                self._state = State.PAUSED
+        self._event("info", f"loaded {Path(path).name} at step {self.step:,}")
+        return self.step
+
+    # ----- commands (any thread) ------------------------------------------------------
+    def _submit(self, fn: Callable[[], Any]) -> Future:
+        future: Future = Future()
+        if not self._looping:
+            _run_into(fn, future)  # no loop to hand it to: run here
+            return future
+        self._commands.put((fn, future))
+        with self._lock:
+            self._lock.notify_all()
+        if not self._looping:  # the loop ended between the check and the put
+            self._run_commands()
+        return future
+
+    def _run_commands(self) -> None:
+        while True:
+            try:
+                fn, future = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            _run_into(fn, future)
+
+    def _set_state(self, new: State, allowed: tuple[State, ...], verb: str) -> bool:
+        with self._lock:
+            if self._state not in allowed:
+                return False
+            self._state = new
+            self._lock.notify_all()
+        self._event("info", verb)
+        self._publish(force=True)
+        return True
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def pause(self) -> bool:
+        return self._set_state(State.PAUSED, (State.RUNNING,), "paused")
+
+    def resume(self) -> bool:
+        return self._set_state(State.RUNNING, (State.PAUSED, State.ERROR), "resumed")
+
+    def stop(self) -> Future:
+        """Stop training for good (a checkpoint is written); the trainer still answers commands."""
+        def do() -> Path | None:
+            with self._lock:
+                was = self._state
+                if was in (State.STOPPED,):
+                    return None
+                self._state = State.STOPPED
+            path = self._save_checkpoint(reason="stop") if self.step > 0 and was != State.ERROR else None
+            self._event("info", "stopped")
+            self._publish(force=True)
+            return path
+        return self._submit(do)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """End the loop thread (after the update in progress)."""
+        with self._lock:
+            self._closing = True
+            self._lock.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def set_hparams(self, **values: float) -> Future:
+        """Validate now (ConfigError in the caller), apply at the next update."""
+        checked = {}
+        for key, value in values.items():
+            if key not in LIVE_KEYS:
+                raise ConfigError(f"{key} cannot be changed while training: live keys are {', '.join(LIVE_KEYS)}")
+            checked[key] = check_value(f"algo.{key}", value)
+
+        def do() -> dict[str, float]:
+            for key, value in checked.items():
+                old = self.hparams[key]
+                self.hparams[key] = value
+                if key == "lr":
+                    # The typed value is the learning rate from now on; the schedule decays from it.
+                    left = 1.0 - self.step / self.config.run.total_steps
+                    linear = self.config.algo.lr_schedule == "linear" and left > 0
+                    self.base_lr = value / left if linear else value
+                self._event("info", f"{key} changed {old:g} -> {value:g}")
+                self.metrics.text("hparams", f"{key}: {old:g} -> {value:g}", self.step)
+            self._publish(force=True)
+            return dict(self.hparams)
+        return self._submit(do)
+
+    def save_now(self) -> Future:
+        return self._submit(lambda: self._save_checkpoint(reason="requested"))
+
+    def load(self, path: str | Path) -> Future:
+        return self._submit(lambda: self._load(path))
+
+    def weights(self) -> Future:
+        """A CPU copy of the current weights (for an evaluation beside training)."""
+        return self._submit(lambda: {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()})
+
+    def subscribe(self, callback: Callable[[Snapshot | Event], None]) -> None:
+        """callback(Snapshot | Event), called on the training thread: it must not block."""
+        self._subscribers.append(callback)
+
+    # ----- output ---------------------------------------------------------------------
+    def current_lr(self) -> float:
+        return scheduled_lr(self.base_lr, self.config.algo.lr_schedule, self.step, self.config.run.total_steps)
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            run_name=self.run_dir.name, run_dir=str(self.run_dir), env_id=self.config.env.id,
+            device=self.device.type, state=self._state, step=self.step,
+            total_steps=self.config.run.total_steps, updates=self.updates, elapsed=self.elapsed,
+            steps_per_sec=self._rate[2], score=self.scores.mean_score(), games=self.scores.games,
+            hparams=MappingProxyType({**self.hparams, "lr": self.current_lr()}), metrics=self._last_record,
+        )
+
+    def _publish(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self._subscribers or (not force and now - self._last_publish < self.publish_interval):
+            return
+        self._last_publish = now
+        snapshot = self.snapshot()
+        for callback in list(self._subscribers):
+            callback(snapshot)
+
+    def _event(self, level: str, text: str) -> None:
+        event = Event(time.time(), level, text)
+        for callback in list(self._subscribers):
+            callback(event)
+
+
+def config_from_payload(payload: dict[str, Any], path: str | Path = "checkpoint") -> Config:
+    from a2c_tui.config import from_dict
+
+    try:
+        return from_dict(payload["config"])
+    except (KeyError, ConfigError) as e:
+        raise ckpt.CheckpointError(f"{str(path)!r} holds no usable config ({e})") from None
+
+
+def _run_into(fn: Callable[[], Any], future: Future) -> None:
+    if not future.set_running_or_notify_cancel():
+        return
+    try:
+        future.set_result(fn())
+    except BaseException as e:  # noqa: BLE001 - handed to whoever waits on the future
+        future.set_exception(e)
+
+
+def _to_cpu(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _numpy_rng_state() -> dict[str, Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"name": name, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def _set_numpy_rng_state(state: dict[str, Any]) -> None:
+    np.random.set_state((state["name"], np.array(state["keys"], dtype=np.uint32), state["pos"], state["has_gauss"],
+                         state["cached"]))
+
