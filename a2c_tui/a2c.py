@@ -109,7 +109,7 @@ def update(model: nn.Module, optimizer: torch.optim.Optimizer, obs: torch.Tensor
     losses.total.backward()
     # The norm before clipping is what we report; clip_grad_norm_ returns it.
     grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm))
-    total = float(losses.total)
+    total = float(losses.total.detach())
     if not (math.isfinite(total) and math.isfinite(grad_norm)):
         optimizer.zero_grad(set_to_none=True)
         raise NonFiniteError(f"non-finite {'loss' if not math.isfinite(total) else 'gradient norm'} "

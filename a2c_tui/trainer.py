@@ -292,17 +292,24 @@ class Trainer:
                 if self._closing:
                     break
                 state = self._state
-                if state == State.RUNNING and self.step >= self.config.run.total_steps:
+                finished = state == State.RUNNING and self.step >= self.config.run.total_steps
+                if finished:
                     self._state = state = State.FINISHED
+            if finished:
+                self._finish()
+            with self._lock:
                 if state != State.RUNNING:
                     if exit_when_idle:
                         break
                     self._lock.wait(timeout=0.5)
                     continue
             self._one_update()
-        if self._state == State.FINISHED and self.step != self.last_checkpoint_step:
+        self._publish(force=True)
+
+    def _finish(self) -> None:
+        if self.step != self.last_checkpoint_step:
             self._save_checkpoint(reason="final")
-            self._event("info", f"finished {self.step:,} steps; last-100 score {self.scores.mean_score():.1f}")
+        self._event("info", f"finished {self.step:,} steps; last-100 score {self.scores.mean_score():.1f}")
         self._publish(force=True)
 
     def _one_update(self) -> None:
@@ -426,7 +433,7 @@ class Trainer:
         def do() -> Path | None:
             with self._lock:
                 was = self._state
-                if was in (State.STOPPED,):
+                if was in (State.STOPPED, State.FINISHED):
                     return None
                 self._state = State.STOPPED
             path = self._save_checkpoint(reason="stop") if self.step > 0 and was != State.ERROR else None

@@ -1,0 +1,115 @@
+"""What the app talks to: a trainer *handle* — commands one way, snapshots and events the
+other. `LocalHandle` drives a `Trainer` in this process; a handle for a trainer in another
+process would offer the same methods, and the panes would not change.
+
+Every method here returns quickly (commands are queued for the training thread) except
+`evaluate`, which runs a whole evaluation and must be called from a worker thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, Callable
+
+from a2c_tui import checkpoints as ckpt
+from a2c_tui.config import Config, ConfigError
+from a2c_tui.evaluate import EvalProgress, evaluate
+from a2c_tui.trainer import Event, Snapshot, State, Trainer
+
+
+class LocalHandle:
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+
+    @classmethod
+    def create(cls, config: Config, resume: str | None = None) -> LocalHandle:
+        """Build the trainer (may raise ConfigError / CheckpointError: one-line messages)."""
+        return cls(Trainer(config, resume=resume))
+
+    # --- facts about the run ---
+    @property
+    def config(self) -> Config:
+        return self.trainer.config
+
+    @property
+    def run_dir(self) -> Path:
+        return self.trainer.run_dir
+
+    @property
+    def state(self) -> State:
+        return self.trainer.state
+
+    def snapshot(self) -> Snapshot:
+        return self.trainer.snapshot()
+
+    # --- lifecycle and commands ---
+    def subscribe(self, callback: Callable[[Snapshot | Event], None]) -> None:
+        """callback runs on the training thread: it must only hand the item over (post_message)."""
+        self.trainer.subscribe(callback)
+
+    def start(self, paused: bool = False) -> None:
+        self.trainer.start(paused=paused)
+
+    def pause(self) -> bool:
+        return self.trainer.pause()
+
+    def resume(self) -> bool:
+        return self.trainer.resume()
+
+    def stop(self) -> Future:
+        return self.trainer.stop()
+
+    def close(self, timeout: float = 5.0) -> None:
+        self.trainer.close(timeout)
+
+    def set_hparams(self, **values: float) -> Future:
+        """Raises ConfigError at once for a bad value; otherwise applied at the next update."""
+        return self.trainer.set_hparams(**values)
+
+    def save_now(self) -> Future:
+        return self.trainer.save_now()
+
+    def load(self, path: str | Path) -> Future:
+        return self.trainer.load(path)
+
+    # --- checkpoints ---
+    def list_checkpoints(self) -> list[ckpt.CheckpointInfo]:
+        return ckpt.list_checkpoints(self.run_dir)
+
+    def delete_checkpoint(self, path: str | Path) -> None:
+        """Delete a checkpoint file (and its evaluation). `latest` cannot go while training."""
+        path = Path(path)
+        if path.parent.resolve() != self.run_dir.resolve() or path.suffix != ".pt":
+            raise ConfigError(f"{path} is not a checkpoint of this run")
+        index = ckpt.read_index(self.run_dir)
+        is_latest = path.name == "latest.pt" or index.get("latest") == path.name
+        if is_latest and self.state in (State.RUNNING, State.PAUSED):
+            raise ConfigError("the latest checkpoint cannot be deleted while training")
+        for victim in (path, ckpt.eval_result_path(path)):
+            try:
+                victim.unlink()
+            except FileNotFoundError:
+                pass
+
+    # --- evaluation (call from a worker thread) ---
+    def evaluate(self, source: str | Path | None, episodes: int = 100, envs: int = 8, greedy: bool = False,
+                 progress: Callable[[EvalProgress], None] | None = None,
+                 cancel: threading.Event | None = None) -> dict[str, Any]:
+        """Evaluate the current weights (source None) or a checkpoint file. A checkpoint's
+        result is saved beside it (and may move best.pt)."""
+        if source is None:
+            weights = self.trainer.weights().result(timeout=60)
+            label, step = "current weights", self.snapshot().step
+        else:
+            payload = ckpt.load(source)
+            ckpt.check_compatible(payload, self.config.env.id, self.trainer.envs.n_actions,
+                                  self.trainer.envs.observation_shape, source)
+            weights, label, step = payload["model"], Path(source).name, payload.get("step")
+        result = evaluate(self.config, weights, episodes=episodes, num_envs=envs, greedy=greedy,
+                          progress=progress, cancel=cancel)
+        result.update(source=label, step=step)
+        if source is not None:
+            result["saved_to"] = str(ckpt.record_evaluation(Path(source), result))
+        return result
