@@ -117,17 +117,13 @@ def update(model: nn.Module, optimizer: torch.optim.Optimizer, obs: torch.Tensor
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.step()
-    values = values.detach()
-    return {
-        "loss": total,
-        "policy_loss": float(losses.policy),
-        "value_loss": float(losses.value),
-        "entropy": float(losses.entropy),
-        "grad_norm": grad_norm,
-        "r2": r_squared(value_targets, values),
-        "value_target_mean": float(value_targets.mean()),
-        "value_mean": float(values.mean()),
-        "advantage_mean": float(losses.advantages.mean()),
-        "advantage_std": float(losses.advantages.std()),
-        "lr": lr,
-    }
+    with torch.no_grad():
+        values = values.detach()
+        names = ("policy_loss", "value_loss", "entropy", "value_target_mean", "value_mean",
+                 "advantage_mean", "advantage_std")
+        # one transfer for all of them (one GPU sync instead of seven)
+        numbers = torch.stack([losses.policy, losses.value, losses.entropy, value_targets.mean(), values.mean(),
+                               losses.advantages.mean(), losses.advantages.std()]).tolist()
+    stats = dict(zip(names, numbers))
+    stats.update(loss=total, grad_norm=grad_norm, r2=r_squared(value_targets, values), lr=lr)
+    return stats

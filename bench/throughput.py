@@ -1,0 +1,156 @@
+"""Headless training throughput (agent steps/s) on configs/space_invaders.toml, side by side
+with stable-baselines3's A2C on the same settings, plus the env-only and network-only
+bounds. Run on a quiet machine:
+
+    .venv/bin/pip install -e '.[bench]'
+    .venv/bin/python bench/throughput.py --seconds 60 [--json out.json] [--skip-sb3]
+
+Each figure is steps/s after a warm-up; the ratio is ours / stable-baselines3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+import a2c_tui  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
+import numpy as np
+import torch
+
+from a2c_tui import config as cfg
+from a2c_tui.a2c import make_optimizer, update
+from a2c_tui.envs import make_envs
+from a2c_tui.model import ActorCritic, act
+from a2c_tui.trainer import Trainer, choose_threads, resolve_device
+
+
+def timed(step, steps_per_call: int, seconds: float, warmup: int = 20) -> float:
+    for _ in range(warmup):
+        step()
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        step()
+        calls += 1
+    return calls * steps_per_call / (time.perf_counter() - start)
+
+
+def bench_ours(config: cfg.Config, seconds: float) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(config.replace(**{"run.out_dir": tmp}), tensorboard=False)
+        try:
+            batch = config.env.num_envs * config.algo.n_steps
+            return timed(trainer.train_update, batch, seconds)
+        finally:
+            trainer.metrics.close()
+            trainer.envs.close()
+
+
+def bench_env_only(config: cfg.Config, seconds: float) -> float:
+    env = config.env
+    envs = make_envs(env.id, env.num_envs, num_threads=env.num_threads)
+    envs.reset()
+    rng = np.random.default_rng(0)
+    try:
+        return timed(lambda: envs.step(rng.integers(0, envs.n_actions, env.num_envs)), env.num_envs, seconds)
+    finally:
+        envs.close()
+
+
+def bench_network_only(config: cfg.Config, seconds: float, device: torch.device) -> float:
+    """n_steps forward passes of num_envs observations, then one update on the whole batch."""
+    n, t = config.env.num_envs, config.algo.n_steps
+    model = ActorCritic((4, 84, 84), 6).to(device)
+    algo = config.algo
+    optimizer = make_optimizer(algo.optimizer, model.parameters(), algo.lr, algo.rms_alpha, algo.rms_eps)
+    obs = torch.randint(0, 255, (t, n, 4, 84, 84), dtype=torch.uint8, device=device)
+    actions = torch.randint(0, 6, (t * n,), device=device)
+    targets = torch.randn(t * n, device=device)
+
+    def one_update():
+        for i in range(t):
+            act(model, obs[i])
+        update(model, optimizer, obs.reshape(t * n, 4, 84, 84), actions, targets, 1e-5, algo.value_coef,
+               algo.entropy_coef, algo.max_grad_norm)
+
+    return timed(one_update, t * n, seconds, warmup=5)
+
+
+def bench_sb3(config: cfg.Config, seconds: float, device: torch.device) -> float:
+    import gymnasium as gym
+    import ale_py
+    from stable_baselines3 import A2C
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_atari_env
+    from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    gym.register_envs(ale_py)
+    algo = config.algo
+    env = VecFrameStack(make_atari_env("SpaceInvadersNoFrameskip-v4", n_envs=config.env.num_envs, seed=0), 4)
+    model = A2C("CnnPolicy", env, n_steps=algo.n_steps, gamma=algo.gamma, learning_rate=algo.lr,
+                ent_coef=algo.entropy_coef, vf_coef=algo.value_coef, max_grad_norm=algo.max_grad_norm,
+                policy_kwargs=dict(optimizer_class=RMSpropTFLike, optimizer_kwargs=dict(eps=algo.rms_eps)),
+                device=device, seed=0, verbose=0)
+
+    class Clock(BaseCallback):
+        def __init__(self):
+            super().__init__()
+            self.marks: list[tuple[float, int]] = []
+
+        def _on_rollout_end(self) -> None:
+            self.marks.append((time.perf_counter(), self.num_timesteps))
+            if len(self.marks) > 20 and self.marks[-1][0] - self.marks[20][0] >= seconds:
+                self.model.stop_training = True  # SB3 checks this through _on_step's return
+
+        def _on_step(self) -> bool:
+            return not getattr(self.model, "stop_training", False)
+
+    clock = Clock()
+    model.learn(total_timesteps=10**9, callback=clock)
+    env.close()
+    (t0, s0), (t1, s1) = clock.marks[20], clock.marks[-1]
+    return (s1 - s0) / (t1 - t0)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/space_invaders.toml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--seconds", type=float, default=60.0, help="measuring time per figure")
+    parser.add_argument("--skip-sb3", action="store_true")
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args()
+
+    config = cfg.load(args.config, args.overrides)
+    device = resolve_device(config.run.device)
+    torch.set_num_threads(choose_threads(config, device))
+    results = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {device.type}",
+        "torch_threads": torch.get_num_threads(),
+        "env_threads": config.env.num_threads,
+        "num_envs": config.env.num_envs,
+    }
+    results["env_only"] = bench_env_only(config, args.seconds / 2)
+    print(f"env only (random actions): {results['env_only']:,.0f} steps/s", flush=True)
+    results["network_only"] = bench_network_only(config, args.seconds / 2, device)
+    print(f"network only (act + update): {results['network_only']:,.0f} steps/s", flush=True)
+    results["ours"] = bench_ours(config, args.seconds)
+    print(f"a2c-tui headless: {results['ours']:,.0f} steps/s", flush=True)
+    if not args.skip_sb3:
+        torch.set_num_threads(choose_threads(config, device))
+        results["sb3"] = bench_sb3(config, args.seconds, device)
+        results["ratio"] = results["ours"] / results["sb3"]
+        print(f"stable-baselines3 A2C: {results['sb3']:,.0f} steps/s; ratio {results['ratio']:.2f}x", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
