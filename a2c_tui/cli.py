@@ -49,6 +49,14 @@ def build_parser() -> Parser:
     ev.add_argument("--seed", type=int, default=12345)
     ev.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     ev.add_argument("--json", metavar="FILE", help="write the result as JSON")
+
+    rec = sub.add_parser("record", help="play whole games with a checkpoint and write one MP4 per game")
+    rec.add_argument("checkpoint", help="a .pt file or a run directory (uses latest.pt)")
+    rec.add_argument("--games", type=int, default=5, help="games to record (default 5)")
+    rec.add_argument("--out", default="videos", help="directory for the videos (default videos/)")
+    rec.add_argument("--greedy", action="store_true", help="argmax actions instead of sampling")
+    rec.add_argument("--seed", type=int, default=12345, help="noop starts and sampled actions (default 12345)")
+    rec.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     return parser
 
 
@@ -76,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "eval":
             return cmd_eval(args)
+        if args.command == "record":
+            return cmd_record(args)
         config = load_config(args)
         if args.command == "train" and args.headless:
             return cmd_train_headless(args, config)
@@ -197,6 +207,46 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_record(args) -> int:
+    import torch
+
+    from a2c_tui import checkpoints as ckpt
+    from a2c_tui.envs import atari_rom
+    from a2c_tui.record import AtariGame, record
+    from a2c_tui.trainer import config_from_payload, resolve_device, resolve_resume
+
+    if args.games < 1:
+        raise UsageError(f"--games {args.games} is not allowed: must be >= 1")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {args.out} is not allowed: it is a file, not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out {args.out} is not allowed: {e.strerror or e}") from None
+    _, path = resolve_resume(args.checkpoint)
+    payload = ckpt.load(path)
+    config = config_from_payload(payload, path)
+    if atari_rom(config.env.id) is None:
+        raise UsageError(f"{path} plays {config.env.id}: record makes videos of Atari games only")
+    probe = AtariGame(config.env.id)
+    ckpt.check_compatible(payload, config.env.id, probe.n_actions, probe.observation_shape, path)
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)  # sampled actions: the same seed gives the same videos
+    # One game = batches of one: a second torch thread only adds waiting (6x slower on a busy 2-core
+    # machine) and takes the core that the emulator and ffmpeg use.
+    torch.set_num_threads(1)
+    name = f"{atari_rom(config.env.id)}-{ckpt.resolve(path).stem}-seed{args.seed}"
+    with _RecordBar(args.games) as bar:
+        games = record(config, payload["model"], out, games=args.games, greedy=args.greedy, seed=args.seed,
+                       device=device, name=name, progress=bar)
+    scores = [g.score for g in games]
+    print(f"{config.env.id} {path}: {len(games)} games recorded to {out}/, mean score "
+          f"{sum(scores) / len(scores):.1f}, min {min(scores):.0f}, max {max(scores):.0f} "
+          f"({'greedy' if args.greedy else 'sampled'} actions)")
+    return 0
+
+
 class _EvalBar:
     def __init__(self, total: int):
         self.total = total
@@ -218,6 +268,42 @@ class _EvalBar:
     def __call__(self, p) -> None:
         if self.progress is not None:
             self.progress.update(self.task, completed=p.done, description=f"games (last {p.score:.0f})")
+
+
+class _RecordBar:
+    """One summary line per recorded game; on a terminal also a line for the game in progress."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.progress = None
+
+    def __enter__(self):
+        if sys.stdout.isatty():
+            from rich.progress import Progress, SpinnerColumn, TextColumn
+
+            self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task(f"game 1/{self.total}")
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.stop()
+
+    def __call__(self, p) -> None:
+        if p.finished is None:
+            if self.progress is not None:
+                self.progress.update(self.task, description=f"game {p.game}/{p.games}: step {p.steps:,}, "
+                                                            f"score {p.score:.0f}")
+            return
+        g = p.finished
+        line = (f"game {g.game}/{p.games}: score {g.score:.0f}, {g.length:,} steps "
+                f"({g.frames:,} frames, {g.seconds:.0f} s of video) -> {g.path}")
+        if self.progress is not None:
+            self.progress.console.print(line)
+            self.progress.update(self.task, description=f"game {min(g.game + 1, p.games)}/{p.games}")
+        else:
+            print(line, flush=True)
 
 
 if __name__ == "__main__":
