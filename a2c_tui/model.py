@@ -16,6 +16,14 @@ def _init(layer: nn.Module, gain: float) -> nn.Module:
     return layer
 
 
+class PixelConv(nn.Conv2d):
+    """A Conv2d on raw 0..255 pixels that computes conv(x / 255): the 1/255 is applied to the
+    8k weights instead of the millions of input values (same function, same gradients)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.weight * (1.0 / 255.0), self.bias)
+
+
 class ActorCritic(nn.Module):
     """Image observations (C, 84, 84) uint8 -> Nature-DQN CNN; vectors -> 64-64 tanh MLP."""
 
@@ -28,7 +36,7 @@ class ActorCritic(nn.Module):
         if self.is_image:
             channels, height, width = obs_shape
             convs = nn.Sequential(
-                _init(nn.Conv2d(channels, 32, 8, stride=4), root2), nn.ReLU(),
+                _init(PixelConv(channels, 32, 8, stride=4), root2), nn.ReLU(),
                 _init(nn.Conv2d(32, 64, 4, stride=2), root2), nn.ReLU(),
                 _init(nn.Conv2d(64, 64, 3, stride=1), root2), nn.ReLU(),
                 nn.Flatten(),
@@ -53,7 +61,7 @@ class ActorCritic(nn.Module):
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """obs (B, *obs_shape), uint8 images or float vectors -> logits (B, A), values (B,)."""
         if self.is_image:
-            x = obs.contiguous(memory_format=torch.channels_last).float() * (1.0 / 255.0)
+            x = obs.contiguous(memory_format=torch.channels_last).float()  # PixelConv scales
         else:
             x = obs.float()
         features = self.torso(x)
