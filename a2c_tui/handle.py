@@ -16,6 +16,7 @@ from typing import Any, Callable
 from a2c_tui import checkpoints as ckpt
 from a2c_tui.config import Config, ConfigError
 from a2c_tui.evaluate import EvalProgress, evaluate
+from a2c_tui.metrics import read_jsonl
 from a2c_tui.trainer import Event, Snapshot, State, Trainer
 
 
@@ -43,6 +44,10 @@ class LocalHandle:
 
     def snapshot(self) -> Snapshot:
         return self.trainer.snapshot()
+
+    def history(self) -> list[dict[str, Any]]:
+        """The diagnostics records already written for this run (a resumed run's past), oldest first."""
+        return read_jsonl(self.run_dir / "metrics.jsonl")
 
     # --- lifecycle and commands ---
     def subscribe(self, callback: Callable[[Snapshot | Event], None]) -> None:

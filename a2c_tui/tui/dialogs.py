@@ -1,0 +1,105 @@
+"""Modal screens: quit (save and quit / quit / cancel), yes-no confirmations, help."""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Static
+
+SAVE_AND_QUIT, QUIT, CANCEL = "save_and_quit", "quit", "cancel"
+
+
+class QuitScreen(ModalScreen[str]):
+    BINDINGS = [
+        Binding("s", "choose('save_and_quit')", "Save and quit"),
+        Binding("q", "choose('quit')", "Quit without saving"),
+        Binding("escape,c", "choose('cancel')", "Cancel"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="quit-dialog", classes="dialog"):
+            yield Static("[b]Quit a2c-tui?[/b]\nSave and quit writes a checkpoint first, so the run can be "
+                         "resumed with --resume.", classes="dialog-text")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Save and quit (s)", id="save_and_quit", variant="primary", compact=True)
+                yield Button("Quit (q)", id="quit", variant="error", compact=True)
+                yield Button("Cancel (Esc)", id="cancel", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#save_and_quit", Button).focus()
+
+    def action_choose(self, choice: str) -> None:
+        self.dismiss(choice)
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id or CANCEL)
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    BINDINGS = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+    ]
+
+    def __init__(self, question: str, yes: str = "Yes") -> None:
+        super().__init__()
+        self.question = question
+        self.yes = yes
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(self.question, classes="dialog-text", markup=False)
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(f"{self.yes} (y)", id="yes", variant="warning", compact=True)
+                yield Button("Cancel (n)", id="no", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+
+HELP = """\
+[b]Keys[/b]
+  [b]p[/b]       pause / resume training
+  [b]s[/b]       save a checkpoint now
+  [b]e[/b]       evaluate: current weights, or in pane 3 the selected file
+  [b]c[/b]       cancel the running evaluation
+  [b]w[/b]       metrics window: recent records / whole run
+  [b]q[/b]       quit: save and quit, quit, or cancel
+  [b]1[/b]-[b]5[/b]     metrics, hyperparameters, checkpoints, evaluation, log
+  [b]?[/b]       this help
+  [b]ctrl+p[/b]  command palette: every action is there too
+  [b]Tab[/b]     next field (shift+Tab: previous); [b]Esc[/b] leaves a field
+
+[b]Hyperparameters (2)[/b]  type a value and press Enter: it applies at
+  the next update; an invalid value is refused with the reason.
+  Structural fields open once training is stopped ("Stop training")
+  and then start a new run.
+[b]Checkpoints (3)[/b]  arrows select; [b]l[/b] load into the trainer,
+  [b]e[/b] evaluate, [b]d[/b] delete (both ask first).
+[b]Evaluation (4)[/b]  current weights are saved as a checkpoint first,
+  so the result (JSON beside the file) shows in the checkpoints table.
+
+Closing the terminal (SIGHUP) or SIGTERM saves a checkpoint and exits.
+Esc, q or ? closes this help."""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,q,question_mark", "close", "Close")]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help-dialog", classes="dialog"):
+            yield Static(HELP, classes="dialog-text")
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,207 @@
+"""Hyperparameters pane: the full resolved config, live fields editable while training,
+structural fields editable once the run is stopped (they start a new run)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.validation import ValidationResult, Validator
+from textual.widgets import Button, Input, Static
+
+from a2c_tui.config import LIVE_KEYS, ConfigError, check_value, parse_override, to_toml
+from a2c_tui.tui.messages import FINISHED, STOPPED, state_name
+
+STRUCTURAL = (("env.id", "game"), ("env.num_envs", "num_envs"), ("algo.n_steps", "n_steps"),
+              ("run.total_steps", "total_steps"), ("run.seed", "seed"))
+NEW_RUN_STATES = (STOPPED, FINISHED)
+
+
+def parse_field(key: str, text: str) -> Any:
+    """Typed text -> a checked value for `key` (TOML literals: 3e-4, 10_000, Breakout); raises ConfigError."""
+    if not text.strip():
+        raise ConfigError(f"{key} needs a value")
+    _, value = parse_override(f"{key}={text}")
+    return check_value(key, value)
+
+
+class ConfigValidator(Validator):
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key = key
+
+    def validate(self, value: str) -> ValidationResult:
+        try:
+            parse_field(self.key, value)
+        except ConfigError as e:
+            return self.failure(str(e))
+        return self.success()
+
+
+class ConfigView(Static, can_focus=True):
+    """The resolved config; focusable so the keyboard can reach and scroll it."""
+
+    BINDINGS = [
+        Binding("up", "scroll('up')", show=False),
+        Binding("down", "scroll('down')", show=False),
+        Binding("pageup", "scroll('page_up')", show=False),
+        Binding("pagedown", "scroll('page_down')", show=False),
+    ]
+
+    def action_scroll(self, how: str) -> None:
+        pane = self.parent
+        if isinstance(pane, VerticalScroll):
+            getattr(pane, f"scroll_{how}")()
+
+
+def _shown(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+class HyperparametersPane(VerticalScroll, can_focus=False):
+    """Not focusable itself, so Tab goes straight to the fields (focusing one scrolls it into view)."""
+
+    class LiveChange(Message):
+        """The user submitted a valid live value (the app sends it to the trainer)."""
+
+        def __init__(self, key: str, value: float) -> None:
+            super().__init__()
+            self.key = key
+            self.value = value
+
+    class StopRequest(Message):
+        pass
+
+    class NewRunRequest(Message):
+        def __init__(self, overrides: dict[str, Any]) -> None:
+            super().__init__()
+            self.overrides = overrides
+
+    def __init__(self, config: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+        self._shown_live: dict[str, str] = {}  # what each live field showed last (unchanged = not edited)
+        self._now_text: dict[str, str] = {}
+        self._state = ""
+
+    def compose(self) -> ComposeResult:
+        schedule = self.config.algo.lr_schedule
+        with Vertical(id="hp-edit"):
+            yield Static("[b]Live[/b] — applied at the next update · Enter applies · Esc leaves",
+                         classes="hp-title")
+            for key in LIVE_KEYS:
+                value = getattr(self.config.algo, key)
+                self._shown_live[key] = _shown(value)
+                with Horizontal(classes="hp-row"):
+                    yield Static(key, classes="hp-label")
+                    yield Input(_shown(value), id=f"live-{key}", compact=True, classes="hp-input",
+                                validators=[ConfigValidator(f"algo.{key}")], validate_on=["changed", "submitted"])
+                    note = " (linear decay)" if key == "lr" and schedule == "linear" else ""
+                    yield Static(f"now {_shown(value)}{note}", id=f"now-{key}", classes="hp-now")
+            yield Static("", id="hp-message")
+            yield Static("[b]Structural[/b] — editable when stopped; start a new run",
+                         classes="hp-title")
+            for key, label in STRUCTURAL:
+                section, _, name = key.partition(".")
+                with Horizontal(classes="hp-row"):
+                    yield Static(label, classes="hp-label")
+                    yield Input(_shown(getattr(getattr(self.config, section), name)), id=f"struct-{name}",
+                                compact=True, classes="hp-input", disabled=True,
+                                validators=[ConfigValidator(key)], validate_on=["submitted"])
+            with Horizontal(classes="hp-buttons"):
+                yield Button("Stop training", id="hp-stop", compact=True, variant="warning")
+                yield Button("Start new run", id="hp-new-run", compact=True, variant="primary", disabled=True)
+        yield ConfigView(self._config_text(), id="hp-config")
+
+    def _config_text(self) -> str:
+        return "[b]Resolved config[/b]\n" + to_toml(self.config).replace("[", r"\[").rstrip()
+
+    # ----- from the app -------------------------------------------------------------------
+    def show(self, snapshot: Any) -> None:
+        for key in LIVE_KEYS:
+            value = snapshot.hparams.get(key)
+            if value is None:
+                continue
+            text = _shown(value)
+            note = " (linear decay)" if key == "lr" and self.config.algo.lr_schedule == "linear" else ""
+            if self._now_text.get(key) != text:
+                self._now_text[key] = text
+                self.query_one(f"#now-{key}", Static).update(f"now {text}{note}")
+            field = self.query_one(f"#live-{key}", Input)
+            # Never overwrite what the user is typing.
+            if not field.has_focus and field.value == self._shown_live[key]:
+                field.value = text
+                self._shown_live[key] = text
+        state = state_name(snapshot.state)
+        if state != self._state:
+            self._state = state
+            editable = state in NEW_RUN_STATES
+            for _, name in ((k, k.partition(".")[2]) for k, _ in STRUCTURAL):
+                self.query_one(f"#struct-{name}", Input).disabled = not editable
+            self.query_one("#hp-new-run", Button).disabled = not editable
+            self.query_one("#hp-stop", Button).disabled = editable
+
+    def set_config(self, config: Any) -> None:
+        """A new run: show its config."""
+        self.config = config
+        for key in LIVE_KEYS:
+            self._shown_live[key] = _shown(getattr(config.algo, key))
+            self.query_one(f"#live-{key}", Input).value = self._shown_live[key]
+        for key, _ in STRUCTURAL:
+            section, _, name = key.partition(".")
+            self.query_one(f"#struct-{name}", Input).value = _shown(getattr(getattr(config, section), name))
+        self.query_one("#hp-config", Static).update(self._config_text())
+        self.say("")
+
+    def say(self, text: str, error: bool = False) -> None:
+        message = self.query_one("#hp-message", Static)
+        message.set_class(error, "-error")
+        message.update(text)
+
+    # ----- user input ---------------------------------------------------------------------
+    @on(Input.Changed, ".hp-input")
+    def _changed(self, event: Input.Changed) -> None:
+        if event.input.id and event.input.id.startswith("live-") and event.validation_result is not None:
+            failures = event.validation_result.failure_descriptions
+            self.say(failures[0] if failures else "", error=bool(failures))
+
+    @on(Input.Submitted, ".hp-input")
+    def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        field_id = event.input.id or ""
+        if not field_id.startswith("live-"):
+            self.query_one("#hp-new-run", Button).focus()
+            return
+        key = field_id.removeprefix("live-")
+        try:
+            value = parse_field(f"algo.{key}", event.value)
+        except ConfigError as e:
+            self.say(f"not applied: {e}", error=True)
+            self.app.notify(f"{key} not applied: {e}", severity="error", markup=False)
+            self.app.log_line("warning", f"{key} = {event.value!r} rejected: {e}")
+            return
+        self._shown_live[key] = event.input.value  # the field may now follow the trainer again
+        self.say(f"{key} = {value:g} sent to the trainer")
+        self.post_message(self.LiveChange(key, float(value)))
+
+    @on(Button.Pressed, "#hp-stop")
+    def _stop(self) -> None:
+        self.post_message(self.StopRequest())
+
+    @on(Button.Pressed, "#hp-new-run")
+    def _new_run(self) -> None:
+        overrides = {}
+        for key, _ in STRUCTURAL:
+            field = self.query_one(f"#struct-{key.partition('.')[2]}", Input)
+            try:
+                overrides[key] = parse_field(key, field.value)
+            except ConfigError as e:
+                self.say(str(e), error=True)
+                field.focus()
+                return
+        self.say("starting a new run…")
+        self.post_message(self.NewRunRequest(overrides))

@@ -1,0 +1,149 @@
+"""Metrics pane: a sparkline with current, min and max for each training diagnostic.
+
+Series are kept in bounded buffers: the recent window is a deque of the last records, the
+whole run is a list thinned to every 2nd, 4th, ... record so it never grows past a bound.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any, Iterable, Mapping
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Sparkline, Static
+
+from a2c_tui.tui.messages import fmt_number
+
+# (record key, label, main) — main rows get taller sparklines.
+METRICS = (
+    ("score", "last-100 score", True),
+    ("r2", "R² (value)", True),
+    ("grad_norm", "grad norm", True),
+    ("entropy", "entropy", False),
+    ("value_loss", "value loss", False),
+    ("policy_loss", "policy loss", False),
+    ("steps_per_sec", "steps/s", False),
+    ("advantage_std", "advantage std", False),
+)
+RECENT = 300  # records in the "recent" window
+WHOLE_MAX = 1000  # points kept for the whole run
+
+
+class MetricHistory:
+    """Records (one per trainer diagnostics record) in a recent window and a whole-run sample."""
+
+    def __init__(self, keys: Iterable[str], recent: int = RECENT, whole_max: int = WHOLE_MAX):
+        self.keys = tuple(keys)
+        self.recent: deque[tuple[float, ...]] = deque(maxlen=recent)
+        self.whole: list[tuple[float, ...]] = []
+        self.whole_max = whole_max
+        self.stride = 1  # keep every stride-th record in `whole`
+        self.seen = 0
+        self.last_update = None  # the trainer's update count of the last record taken
+
+    def add(self, record: Mapping[str, Any]) -> bool:
+        """Take a record if it is new; returns whether it was."""
+        update = record.get("updates")
+        if not record or update is None or update == self.last_update:
+            return False
+        self.last_update = update
+        row = tuple(_as_float(record.get(k)) for k in self.keys)
+        self.recent.append(row)
+        if self.seen % self.stride == 0:
+            self.whole.append(row)
+            if len(self.whole) >= self.whole_max:
+                self.whole = self.whole[::2]
+                self.stride *= 2
+        self.seen += 1
+        return True
+
+    def series(self, key: str, whole: bool) -> list[float]:
+        """The finite values of one metric in the chosen window (NaN before the first game etc.)."""
+        index = self.keys.index(key)
+        rows = self.whole if whole else self.recent
+        return [row[index] for row in rows if math.isfinite(row[index])]
+
+    def clear(self) -> None:
+        self.__init__(self.keys, self.recent.maxlen or RECENT, self.whole_max)
+
+
+def _as_float(value: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return math.nan
+
+
+class MetricRow(Horizontal):
+    def __init__(self, key: str, label: str, main: bool) -> None:
+        super().__init__(classes="metric-row main" if main else "metric-row", id=f"metric-{key}")
+        self.key = key
+        self.label = label
+        self._stats = ""
+
+    def compose(self) -> ComposeResult:
+        yield Static(self.label, classes="metric-label")
+        yield Sparkline([], classes="metric-spark")
+        yield Static("", classes="metric-stats")
+
+    def show(self, values: list[float]) -> None:
+        self.query_one(Sparkline).data = values
+        if values:
+            stats = f"{fmt_number(values[-1]):>9} {fmt_number(min(values)):>9} {fmt_number(max(values)):>9}"
+        else:
+            stats = f"{'-':>9} {'-':>9} {'-':>9}"
+        if stats != self._stats:
+            self._stats = stats
+            self.query_one(".metric-stats", Static).update(stats)
+
+    @property
+    def stats(self) -> str:
+        return self._stats
+
+
+class MetricsPane(Vertical):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.history = MetricHistory(key for key, _, _ in METRICS)
+        self.whole_run = False
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="metrics-header"):
+            yield Static(self._header(), id="metrics-window")
+            yield Static(f"{'now':>9} {'min':>9} {'max':>9}", classes="metric-stats")
+        for key, label, main in METRICS:
+            yield MetricRow(key, label, main)
+
+    def _header(self) -> str:
+        window = (f"whole run ({len(self.history.whole)} points, every {self.history.stride})" if self.whole_run
+                  else f"recent {len(self.history.recent)} records")
+        return f"window: {window} · w switches"
+
+    def on_mount(self) -> None:
+        self.redraw()
+
+    def seed(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Records written before the app opened (a resumed run)."""
+        for record in records:
+            self.history.add(record)
+        self.redraw()
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        if self.history.add(record):
+            self.redraw()
+
+    def toggle_window(self) -> None:
+        self.whole_run = not self.whole_run
+        self.redraw()
+
+    def reset(self) -> None:
+        self.history.clear()
+        self.redraw()
+
+    def redraw(self) -> None:
+        if not self.is_mounted:
+            return
+        self.query_one("#metrics-window", Static).update(self._header())
+        for row in self.query(MetricRow):
+            row.show(self.history.series(row.key, self.whole_run))

@@ -1,0 +1,363 @@
+"""The app driven with Pilot: a fake handle for the UI's logic, a paused real trainer
+(smoke config) for the paths that must reach the trainer. A busy trainer makes every
+Pilot key wait ~2 s, so real trainers are kept paused except where running is the point."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable, Input
+
+from a2c_tui import config as cfg
+from a2c_tui.tui.app import A2CApp
+from a2c_tui.tui.dialogs import ConfirmScreen, HelpScreen, QuitScreen
+from tui_fakes import FakeHandle, fake_checkpoints
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def sync(test):
+    """Run an async test body in its own event loop (no async pytest plugin needed)."""
+    @functools.wraps(test)
+    def run(*args, **kwargs):
+        asyncio.run(test(*args, **kwargs))
+    return run
+
+
+async def until(pilot, condition, timeout: float = 10.0, what: str = "condition") -> None:
+    """Let the app run until condition() holds (fails the test after `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
+
+
+def errors(app) -> list[str]:
+    return [n.message for n in app._notifications if n.severity == "error"]
+
+
+# ----- fixtures ---------------------------------------------------------------------
+@pytest.fixture
+def fake(tmp_path) -> FakeHandle:
+    config = cfg.load(ROOT / "configs/space_invaders.toml", [f"run.out_dir='{tmp_path}'"])
+    return FakeHandle(config, tmp_path / "run", checkpoints=fake_checkpoints(tmp_path / "run"))
+
+
+@pytest.fixture
+def smoke(tmp_path):
+    """A real trainer on the smoke config, not yet started (the app starts it paused)."""
+    from a2c_tui.handle import LocalHandle
+
+    # Two envs and games capped at 2,000 frames keep start-up and evaluation short.
+    config = cfg.load(ROOT / "configs/smoke.toml", [f"run.out_dir='{tmp_path}'", "run.total_steps=1000000",
+                                                    "run.checkpoint_every=1000000", "env.num_envs=2",
+                                                    "env.max_episode_frames=2000"])
+    handle = LocalHandle.create(config)
+    yield handle
+    handle.close(timeout=5)
+
+
+# ----- with a real trainer ----------------------------------------------------------
+@sync
+async def test_pause_and_resume_change_the_trainers_state(smoke):
+    app = A2CApp(smoke, paused=True)
+    async with app.run_test() as pilot:
+        await until(pilot, lambda: app.snapshot is not None, what="first snapshot")
+        assert smoke.state == "PAUSED" and "PAUSED" in app.status.text
+        await pilot.press("p")
+        await until(pilot, lambda: smoke.state == "RUNNING" and "RUNNING" in app.status.text, what="running")
+        await until(pilot, lambda: app.snapshot.step > 0, what="training steps")
+        await pilot.press("p")
+        await until(pilot, lambda: smoke.state == "PAUSED" and "PAUSED" in app.status.text, what="paused again")
+        paused_at = smoke.trainer.step
+        await pilot.pause(0.5)
+        assert smoke.trainer.step == paused_at  # paused means no more updates
+        assert any(line.endswith("resumed") for line in app.log_view.plain)
+
+
+@sync
+async def test_valid_lr_edit_reaches_the_trainer(smoke):
+    app = A2CApp(smoke, paused=True)
+    async with app.run_test() as pilot:
+        await pilot.press("2")
+        field = app.query_one("#live-lr", Input)
+        field.focus()
+        field.value = ""
+        await pilot.press(*"3e-4", "enter")
+        await until(pilot, lambda: smoke.trainer.hparams["lr"] == pytest.approx(3e-4), what="lr applied")
+        assert smoke.trainer.current_lr() == pytest.approx(3e-4)
+        await until(pilot, lambda: any("lr changed 0.0007 -> 0.0003" in line for line in app.log_view.plain),
+                    what="log line")
+
+
+@sync
+async def test_invalid_lr_is_refused_with_the_reason_and_not_applied(smoke):
+    app = A2CApp(smoke, paused=True)
+    async with app.run_test(notifications=True) as pilot:
+        await pilot.press("2")
+        field = app.query_one("#live-lr", Input)
+        field.focus()
+        for typed, reason in (("2", "must be in (0, 1]"), ("fast", "must be a number")):
+            field.value = ""
+            await pilot.press(*typed)
+            message = app.query_one("#hp-message")
+            assert reason in str(message.render())  # shown while typing
+            await pilot.press("enter")
+            await pilot.pause(0.6)  # a command would have reached the paused loop by now
+            assert "not applied" in str(message.render()) and message.has_class("-error")
+            assert any(reason in text for text in errors(app))
+        assert smoke.trainer.hparams["lr"] == pytest.approx(7e-4)
+        assert not any("lr changed" in line for line in app.log_view.plain)
+
+
+@sync
+async def test_save_adds_a_row(smoke):
+    app = A2CApp(smoke, paused=True)
+    async with app.run_test() as pilot:
+        await pilot.press("3")
+        table = app.query_one("#ckpt-table", DataTable)
+        assert table.row_count == 0
+        await pilot.press("s")
+        await until(pilot, lambda: table.row_count == 1, what="a checkpoint row")
+        assert (smoke.run_dir / "step_0.pt").exists()
+        assert "latest" in str(table.get_row_at(0)[-1])
+
+
+@sync
+async def test_evaluation_of_current_weights_completes_with_a_summary(smoke):
+    app = A2CApp(smoke, paused=True)
+    async with app.run_test() as pilot:
+        await pilot.press("4")
+        app.query_one("#eval-episodes", Input).value = "2"
+        app.query_one("#eval-envs", Input).value = "2"
+        await pilot.press("e")  # in the evaluation pane: start
+        pane = app.evaluation_pane
+        await until(pilot, lambda: pane.result is not None or "failed" in str(
+            app.query_one("#eval-status").render()), timeout=120, what="evaluation")
+        summary = str(app.query_one("#eval-summary").render())
+        assert "2 games" in summary and "mean" in summary and "median" in summary
+        assert (smoke.run_dir / "step_0.eval.json").exists()
+        await pilot.press("3")
+        table = app.query_one("#ckpt-table", DataTable)
+        await until(pilot, lambda: table.row_count >= 1 and str(table.get_row_at(0)[3]) != "-",
+                    what="eval score in the checkpoints table")
+        assert float(str(table.get_row_at(0)[3])) == pytest.approx(pane.result["mean"], abs=0.05)
+
+
+@sync
+async def test_a_failing_update_surfaces_and_the_app_stays_usable(smoke):
+    def broken():
+        raise RuntimeError("simulated CUDA error")
+
+    smoke.trainer.train_update = broken
+    app = A2CApp(smoke, paused=True)
+    async with app.run_test(notifications=True) as pilot:
+        await pilot.press("p")
+        await until(pilot, lambda: smoke.state == "ERROR" and "ERROR" in app.status.text, what="error state")
+        assert any("simulated CUDA error" in text for text in errors(app))
+        assert any("error: training failed: RuntimeError: simulated CUDA error" in line
+                   for line in app.log_view.plain)
+        await pilot.press("3", "s")  # still answers keys, and the trainer still answers commands
+        await until(pilot, lambda: app.query_one("#ckpt-table", DataTable).row_count == 1, what="save after error")
+
+
+@sync
+async def test_save_and_quit_writes_a_checkpoint_and_stops_the_trainer(smoke):
+    app = A2CApp(smoke, paused=False)
+    async with app.run_test() as pilot:
+        await until(pilot, lambda: app.snapshot is not None and app.snapshot.step > 0, what="training steps")
+        await pilot.press("q")
+        assert isinstance(app.screen, QuitScreen)
+        started = time.monotonic()
+        await pilot.press("s")
+        await until(pilot, lambda: app.trainer_closed, what="trainer closed")
+        assert time.monotonic() - started < 5  # ~2 s with a busy Pilot; the save itself is ~0.2 s
+    assert app.return_code == 0
+    assert smoke.state == "STOPPED"
+    assert (smoke.run_dir / "latest.pt").exists()
+    assert not smoke.trainer._thread.is_alive()
+
+
+# ----- with a fake handle -----------------------------------------------------------
+@sync
+async def test_quit_asks_first_and_cancel_keeps_running(fake):
+    app = A2CApp(fake)
+    async with app.run_test() as pilot:
+        await pilot.press("q")
+        assert isinstance(app.screen, QuitScreen)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, QuitScreen)
+        assert not fake.closed and app.is_running
+        await pilot.press("q", "q")  # quit without saving
+        await until(pilot, lambda: fake.closed, what="close")
+    assert ("stop", None) not in fake.calls
+    assert app.return_code == 0
+
+
+@sync
+async def test_save_and_quit_stops_then_closes(fake):
+    app = A2CApp(fake)
+    async with app.run_test() as pilot:
+        await pilot.press("q", "s")
+        await until(pilot, lambda: fake.closed, what="close")
+    names = [name for name, _ in fake.calls]
+    assert names.index("stop") < names.index("close")
+
+
+@sync
+async def test_sigterm_saves_and_exits_through_the_normal_path(fake):
+    app = A2CApp(fake)
+    async with app.run_test() as pilot:
+        app._on_signal(signal.SIGTERM)
+        await until(pilot, lambda: fake.closed, what="close")
+        assert any("received SIGTERM" in line for line in app.log_view.plain)
+    names = [name for name, _ in fake.calls]
+    assert names.index("stop") < names.index("close")
+
+
+@sync
+async def test_trainer_error_from_the_training_thread_is_shown(fake):
+    fake._state = "RUNNING"
+    app = A2CApp(fake)
+    async with app.run_test(notifications=True) as pilot:
+        thread = threading.Thread(target=fake.fail, args=("non-finite loss (loss=nan); training paused",))
+        thread.start()
+        thread.join()
+        await until(pilot, lambda: "ERROR" in app.status.text, what="ERROR in the status bar")
+        assert any("non-finite loss" in text for text in errors(app))
+        assert any("error: non-finite loss" in line for line in app.log_view.plain)
+        await pilot.press("p")  # an errored run can be resumed
+        assert ("resume", None) in fake.calls
+
+
+@sync
+async def test_snapshots_are_applied_at_most_four_times_a_second(fake):
+    app = A2CApp(fake)
+    async with app.run_test() as pilot:
+        await pilot.pause(0.3)
+        before = app.applied
+
+        def flood():
+            for step in range(100):
+                fake.step = step
+                fake.emit(fake.snapshot())
+        started = time.monotonic()
+        thread = threading.Thread(target=flood)
+        thread.start()
+        thread.join()
+        await until(pilot, lambda: app.snapshot.step == 99, what="the last snapshot")
+        elapsed = time.monotonic() - started
+        assert app.applied - before <= 2 + 4 * elapsed
+        assert "99/10,000,000" in app.status.text
+
+
+@sync
+async def test_load_and_delete_ask_first_and_latest_is_protected(fake):
+    app = A2CApp(fake)
+    async with app.run_test(notifications=True) as pilot:
+        await pilot.press("3")
+        table = app.query_one("#ckpt-table", DataTable)
+        assert table.row_count == 3
+        await pilot.press("l")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        assert not any(name == "load" for name, _ in fake.calls)
+        await pilot.press("l", "y")
+        await until(pilot, lambda: ("load", fake.checkpoints[0].path) in fake.calls, what="load")
+        await pilot.press("d", "y")  # the first row is latest: refused while training
+        await until(pilot, lambda: any("cannot be deleted" in t for t in errors(app)), what="refusal")
+        assert table.row_count == 3
+        await pilot.press("down", "d", "y")
+        await until(pilot, lambda: table.row_count == 2, what="row deleted")
+        assert all(c.step != 40000 for c in fake.checkpoints)
+
+
+@sync
+async def test_evaluation_can_be_cancelled(fake):
+    fake.eval_gate = threading.Event()
+    app = A2CApp(fake)
+    async with app.run_test() as pilot:
+        await pilot.press("3", "e")  # from a checkpoint row: shows the form, a second e starts
+        assert app.query_one("#panes").active == "evaluation"
+        assert not app.evaluation_pane.running
+        await pilot.press("e")
+        assert app.evaluation_pane.running
+        await pilot.press("c")
+        fake.eval_gate.set()
+        await until(pilot, lambda: not app.evaluation_pane.running, what="cancelled")
+        assert "cancelled" in str(app.query_one("#eval-status").render())
+        assert app.evaluation_pane.result is None
+        source, _, _ = next(args for name, args in fake.calls if name == "evaluate")
+        assert Path(source) == fake.checkpoints[0].path
+
+
+@sync
+async def test_structural_fields_open_when_stopped_and_start_a_new_run(fake, tmp_path):
+    created: list = []
+
+    def new_handle(config):
+        handle = FakeHandle(config, tmp_path / "run2", records=0)
+        created.append(handle)
+        return handle
+
+    app = A2CApp(fake, new_handle=new_handle)
+    async with app.run_test() as pilot:
+        await pilot.press("2")
+        seed = app.query_one("#struct-seed", Input)
+        assert seed.disabled
+        fake.set_state("STOPPED")
+        await until(pilot, lambda: not seed.disabled, what="fields enabled")
+        seed.value = "7"
+        app.query_one("#hp-new-run").press()
+        await until(pilot, lambda: app.handle is not fake and created, what="new run")
+        assert created[0].config.run.seed == 7 and created[0].config.env.id == fake.config.env.id
+        assert fake.closed and ("start", False) in created[0].calls
+        assert seed.disabled  # the new run trains
+
+
+@sync
+async def test_help_palette_window_and_panes(fake):
+    app = A2CApp(fake)
+    async with app.run_test() as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        for key, pane in (("2", "hparams"), ("3", "checkpoints"), ("4", "evaluation"), ("5", "log"), ("1", "metrics")):
+            await pilot.press(key)
+            assert app.query_one("#panes").active == pane
+        assert "recent" in str(app.query_one("#metrics-window").render())
+        await pilot.press("w")
+        assert "whole run" in str(app.query_one("#metrics-window").render())
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        for title in ("Pause / resume training", "Save checkpoint now", "Evaluate", "Cancel evaluation",
+                      "Load selected checkpoint", "Delete selected checkpoint", "Stop training", "Help", "Quit",
+                      "Metrics window: recent / whole run", "Show metrics", "Show log"):
+            assert title in titles
+
+
+def test_tui_modules_do_not_import_torch():
+    code = ("import sys, pkgutil, importlib, a2c_tui.tui as t\n"
+            "for m in pkgutil.iter_modules(t.__path__): importlib.import_module('a2c_tui.tui.' + m.name)\n"
+            "assert 'a2c_tui.tui.app' in sys.modules\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_bad_arguments_fail_before_the_screen_opens(tmp_path, capsys):
+    from a2c_tui.cli import main
+
+    assert main(["--config", str(ROOT / "configs/smoke.toml"), "--set", "algo.lr=5"]) == 2
+    assert main(["--resume", str(tmp_path / "nothing.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "algo.lr = 5" in err and "does not exist" in err
