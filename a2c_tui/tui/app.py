@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
-import sys
+import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
@@ -36,6 +37,7 @@ from a2c_tui.tui.messages import (ERROR, FINISHED, PAUSED, RUNNING, CommandDone,
 from a2c_tui.tui.metrics import MetricsPane
 from a2c_tui.tui.status import StatusBar
 
+HANGUP_EXIT_DELAY = 3.0  # seconds a hung-up app gets to exit normally once the run is saved
 REFRESH_INTERVAL = 0.25  # seconds: the UI applies trainer snapshots at most 4 times a second
 PANES = (("metrics", "Metrics"), ("hparams", "Hyperparameters"), ("checkpoints", "Checkpoints"),
          ("evaluation", "Evaluation"), ("log", "Log"))
@@ -75,6 +77,7 @@ class A2CApp(App[int]):
         self.applied = 0  # snapshots applied (the refresh limit is tested on it)
         self.shutting_down = False
         self.trainer_closed = False
+        self.hung_up = False  # SIGHUP: the terminal went away
         self.clock: Callable[[], float] = time.time  # times of the app's own log lines (fixed in tests)
 
     # ----- layout ---------------------------------------------------------------------------
@@ -396,6 +399,8 @@ class A2CApp(App[int]):
     # ----- quitting -------------------------------------------------------------------
     def _on_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
+        if signum == signal.SIGHUP:
+            self.hung_up = True
         if not self.shutting_down:
             self.log_line("warning", f"received {name}: saving a checkpoint and exiting")
         self.begin_shutdown(save=True, reason=name)
@@ -420,6 +425,12 @@ class A2CApp(App[int]):
         finally:
             handle.close(timeout=5)
             self.trainer_closed = True
+        if self.hung_up:
+            # The terminal is gone: Textual's output thread may be dead and its next write block
+            # the event loop for good. The run is saved and closed; make sure the process ends.
+            watchdog = threading.Timer(HANGUP_EXIT_DELAY, os._exit, args=(0,))
+            watchdog.daemon = True
+            watchdog.start()
         self.post_message(ShutdownDone(error))
 
     def on_shutdown_done(self, message: ShutdownDone) -> None:
@@ -472,5 +483,9 @@ def run_app(config: Any, resume: str | None = None, paused: bool = False) -> int
             with contextlib.suppress(Exception):
                 app.handle.stop().result(timeout=120)
             app.handle.close(timeout=5)
-    print(f"run directory: {app.handle.run_dir} (continue with: a2c-tui --resume {app.handle.run_dir})")
+    run_dir = Path(app.handle.run_dir)
+    if (run_dir / "latest.pt").exists():
+        print(f"run directory: {run_dir} (continue with: a2c-tui --resume {run_dir})")
+    else:
+        print(f"run directory: {run_dir} (no checkpoint saved)")
     return app.return_code or 0

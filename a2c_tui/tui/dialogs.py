@@ -72,7 +72,8 @@ HELP = """\
 [b]Keys[/b]
   [b]p[/b]       pause / resume training
   [b]s[/b]       save a checkpoint now
-  [b]e[/b]       evaluate: current weights, or in pane 3 the selected file
+  [b]e[/b]       evaluate: shows the form (in pane 3: for the selected file);
+          e again or Enter starts it
   [b]c[/b]       cancel the running evaluation
   [b]w[/b]       metrics window: recent records / whole run
   [b]q[/b]       quit: save and quit, quit, or cancel
