@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from a2c_tui.config import Config
+from a2c_tui.envs import atari_rom
 from a2c_tui.frames import FrameSource
 from a2c_tui.model import ActorCritic, act
 from a2c_tui.record import FRAME_RATE, SCREEN_ASPECT, AtariGame
@@ -35,17 +36,17 @@ class LivePlayer:
 
     def __init__(self, config: Config, weights: WeightsFn, source: FrameSource, *, speed: float = 1.0,
                  refresh_s: float = 30.0, greedy: bool = False, seed: int | None = None):
-        env = config.env
-        self.game = AtariGame(env.id, seed=0 if seed is None else seed, noop_max=env.noop_max,
-                              max_episode_frames=env.max_episode_frames)  # ValueError for a non-Atari env
-        self.env_id = env.id
+        if atari_rom(config.env.id) is None:
+            raise ValueError(f"{config.env.id!r} is not an Atari game")
+        self.env = config.env
         self.weights = weights
         self.source = source
         self.step_period = AtariGame.FRAMESKIP / (FRAME_RATE * speed)
         self.refresh_s = refresh_s
         self.greedy = greedy
-        self.rng = np.random.default_rng(seed)
-        self.model = ActorCritic(self.game.observation_shape, self.game.n_actions).eval()
+        self.seed = seed
+        self.game: AtariGame | None = None
+        self.model: ActorCritic | None = None
         self.weights_label: str | None = None
         self.steps_played = 0
         self._loaded_at = -float("inf")
@@ -67,33 +68,44 @@ class LivePlayer:
             self.model.load_state_dict(state)
         except Exception as e:  # noqa: BLE001 - shown in the view, retried; never kills the thread
             self.source.offer(np.zeros((210, 160, 3), np.uint8),
-                              f"{self.env_id}: no weights yet ({type(e).__name__}: {str(e)[:80]}); retrying",
+                              f"{self.env.id}: no weights yet ({type(e).__name__}: {str(e)[:80]}); retrying",
                               aspect=SCREEN_ASPECT)
             return False
         self.weights_label = label
         self._loaded_at = time.monotonic()
         return True
 
+    def _build(self) -> None:
+        """The game and the network: on this thread at the first watch, not in __init__ (which
+        may run on the UI thread) nor for a view that is never opened."""
+        env = self.env
+        self.game = AtariGame(env.id, seed=self.seed or 0, noop_max=env.noop_max,
+                              max_episode_frames=env.max_episode_frames)
+        self.model = ActorCritic(self.game.observation_shape, self.game.n_actions).eval()
+
     def _run(self) -> None:
+        rng = np.random.default_rng(self.seed)
         obs = None
         games = score = 0
         deadline = time.monotonic()
         while not self._closing.is_set():
             if not self.source.wait_watched(timeout=0.5):
                 continue
+            if self.game is None:
+                self._build()
             if obs is None or time.monotonic() - self._loaded_at >= self.refresh_s:
                 if not self._refresh_weights():
                     self._closing.wait(2.0)
                     continue
             if obs is None:
-                obs, games, score = self.game.reset(self.rng), games + 1, 0
+                obs, games, score = self.game.reset(rng), games + 1, 0
             action = int(act(self.model, torch.as_tensor(obs[None]), greedy=self.greedy).actions[0])
             step = self.game.step(action)
             self.steps_played += 1
             score += step.reward
             obs = None if step.game_over else step.obs
             if self.source.watching:
-                self.source.offer(self.game.screen(), f"{self.env_id} live · {self.weights_label} · game {games} · "
+                self.source.offer(self.game.screen(), f"{self.env.id} live · {self.weights_label} · game {games} · "
                                                       f"score {score:.0f} · lives {step.lives}", aspect=SCREEN_ASPECT)
             # console speed; after a pause (unwatched, slow weights) start afresh instead of catching up
             deadline = max(deadline + self.step_period, time.monotonic() - 0.5)

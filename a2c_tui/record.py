@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from a2c_tui import checkpoints as ckpt
 from a2c_tui.config import Config
 from a2c_tui.envs import atari_rom
 from a2c_tui.evaluate import Cancelled
@@ -280,3 +281,23 @@ def record(config: Config, weights: dict[str, torch.Tensor], out_dir: str | Path
         if progress is not None:
             progress(RecordProgress(number, games, steps, score, finished=done))
     return recorded
+
+
+def record_checkpoint(checkpoint: str | Path, out_dir: str | Path, games: int = 5, greedy: bool = False,
+                      seed: int = 12345, device: str | torch.device = "cpu",
+                      progress: Callable[[RecordProgress], None] | None = None,
+                      cancel: threading.Event | None = None, frames: FrameSource | None = None) -> list[RecordedGame]:
+    """record() with a checkpoint file or run directory (latest.pt); the videos are named
+    <game>-<checkpoint>-seed<N>-NN.mp4. A checkpoint that cannot be used raises CheckpointError."""
+    from a2c_tui.trainer import config_from_payload, resolve_resume
+
+    _, path = resolve_resume(checkpoint)
+    payload = ckpt.load(path)
+    config = config_from_payload(payload, path)
+    rom = atari_rom(config.env.id)
+    if rom is None:
+        raise ckpt.CheckpointError(f"{str(path)!r} plays {config.env.id}: videos are made of Atari games only")
+    probe = AtariGame(config.env.id)
+    ckpt.check_compatible(payload, config.env.id, probe.n_actions, probe.observation_shape, path)
+    return record(config, payload["model"], out_dir, games=games, greedy=greedy, seed=seed, device=device,
+                  name=f"{rom}-{ckpt.resolve(path).stem}-seed{seed}", progress=progress, cancel=cancel, frames=frames)

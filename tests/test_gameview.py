@@ -15,7 +15,7 @@ from a2c_tui import config as cfg
 from a2c_tui.frames import FrameSource
 from a2c_tui.liveview import LivePlayer
 from a2c_tui.model import ActorCritic
-from a2c_tui.tui.gameview import CellPainter, GameView, box_resize, fit
+from a2c_tui.tui.gameview import CellPainter, GamePane, GameView, box_resize, fit
 
 RED, GREEN, BLUE, WHITE, BLACK = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0)
 
@@ -210,3 +210,67 @@ def test_live_player_refuses_games_that_are_not_atari():
     with pytest.raises(ValueError, match="not an Atari game"):
         LivePlayer(cfg.load(None).replace(**{"env.id": "CartPole-v1"}), lambda: ({}, ""), FrameSource())
 
+
+
+class PaneApp(App):
+    def __init__(self):
+        super().__init__()
+        self.news: list[GamePane.News] = []
+
+    def compose(self) -> ComposeResult:
+        yield GamePane(id="pane")
+
+    def on_game_pane_news(self, news: GamePane.News) -> None:
+        self.news.append(news)
+
+
+def test_game_pane_plays_the_attached_run_while_shown():
+    asyncio.run(_game_pane_plays_the_attached_run_while_shown())
+
+
+async def _game_pane_plays_the_attached_run_while_shown():
+    torch.manual_seed(0)
+    weights = ActorCritic((4, 84, 84), 6).state_dict()
+    app = PaneApp()
+    async with app.run_test(size=(60, 20)) as pilot:
+        pane = app.query_one(GamePane)
+        pane.attach(cfg.load(None).replace(**{"env.id": "CartPole-v1"}), lambda: (weights, "step 0"))
+        assert pane.player is None and "not an Atari game" in pane.view.caption
+        pane.attach(cfg.load(None), lambda: (weights, "step 7"))
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if pane.view.frames_drawn:
+                break
+        assert pane.view.caption.startswith("SpaceInvaders live · step 7 · game 1")
+        pane.close()
+        assert pane.player is None
+
+
+def test_game_pane_records_a_checkpoint_and_shows_the_recorded_game(tmp_path):
+    asyncio.run(_game_pane_records_a_checkpoint(tmp_path))
+
+
+async def _game_pane_records_a_checkpoint(tmp_path):
+    from a2c_tui import checkpoints as ckpt
+
+    config = cfg.load(None).replace(**{"env.max_episode_frames": 400})
+    checkpoint = tmp_path / "step_100.pt"
+    ckpt.save(checkpoint, {"config": config.to_dict(), "env_id": "SpaceInvaders", "n_actions": 6,
+                           "obs_shape": [4, 84, 84], "model": ActorCritic((4, 84, 84), 6).state_dict()})
+    app = PaneApp()
+    async with app.run_test(size=(60, 20)) as pilot:
+        pane = app.query_one(GamePane)
+        assert pane.record(checkpoint, tmp_path / "videos", games=2)
+        assert not pane.record(checkpoint, tmp_path / "videos")  # one recording at a time
+        assert pane.view.source is pane.recorded
+        for _ in range(600):
+            await pilot.pause(0.05)
+            if app.news and app.news[-1].done:
+                break
+        texts = [n.text for n in app.news]
+        assert texts[0] == f"recording 2 games of step_100.pt to {tmp_path / 'videos'}/"
+        assert texts[1].startswith("recorded game 1/2 of step_100.pt: score ")
+        assert texts[-1].startswith("recorded 2 games of step_100.pt") and app.news[-1].done
+        assert len(list((tmp_path / "videos").glob("space_invaders-step_100-seed12345-*.mp4"))) == 2
+        assert pane.view.source is pane.live and not pane.recording
+        assert pane.view.frames_drawn > 0 and "recording game" in pane.view.caption

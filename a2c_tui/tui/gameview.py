@@ -1,4 +1,4 @@
-"""GameView: a game frame drawn with half-block cells in colour, scaled to the pane.
+"""The game pane: a game frame drawn with half-block cells in colour, scaled to the pane.
 
 Each cell shows two pixels: "▀" with the upper pixel as foreground and the lower one as
 background (a plain space on that colour where both are the same). A terminal cell is
@@ -14,13 +14,19 @@ the UI thread); it is throttled to the same rate, the newest frame winning.
 
 from __future__ import annotations
 
+import threading
 import time
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 from rich.color import Color
 from rich.segment import Segment
 from rich.style import Style
-from textual import events
+from textual import events, on, work
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.message import Message
 from textual.strip import Strip
 from textual.widget import Widget
 
@@ -157,6 +163,19 @@ class GameView(Widget):
             self._poll_timer.pause()
             self.source.unsubscribe()
 
+    def set_source(self, source: FrameSource) -> None:
+        """Watch another source from now on (the old one is told nobody watches it any more)."""
+        if source is self.source:
+            return
+        watching = self._subscribed
+        self._stop_watching()
+        self.source = source
+        self._shown_number = -1
+        if watching:
+            self.source.subscribe()
+            self._subscribed = True
+            self._poll_timer.resume()
+
     def _poll(self) -> None:
         frame = self.source.latest() if self.source is not None else None
         if frame is not None and frame.number != self._shown_number:
@@ -195,3 +214,118 @@ class GameView(Widget):
             self._strips = self._painter.paint(self._pixels, self._aspect, cols, rows - 1, self.rich_style)
             self._strips_size = (cols, rows)
         return self._strips[y - 1] if y - 1 < len(self._strips) else Strip.blank(cols, self.rich_style)
+
+
+class GamePane(Vertical):
+    """The game pane: the live game of the attached run, or the game being recorded.
+
+    The live game (`liveview.LivePlayer`) plays only while this pane is on screen. A
+    recording started here shows its games instead until it ends. Progress and results
+    are posted as `GamePane.News` messages, which bubble up to the app (for its log).
+    torch is imported only when a run is attached or a recording starts.
+    """
+
+    DEFAULT_CSS = """
+    GamePane {
+        height: 1fr;
+    }
+    """
+
+    class News(Message):
+        """A line for the app's log; `done` when a recording ended (finished, cancelled or failed)."""
+
+        def __init__(self, level: str, text: str, done: bool = False) -> None:
+            super().__init__()
+            self.level = level
+            self.text = text
+            self.done = done
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.live = FrameSource()
+        self.recorded = FrameSource()
+        self.player = None
+        self.recording = False
+        self._cancel = threading.Event()
+
+    def compose(self) -> ComposeResult:
+        yield GameView(self.live, id="game-view")
+
+    @property
+    def view(self) -> GameView:
+        return self.query_one("#game-view", GameView)
+
+    # --- the live game ---
+    def attach(self, config: Any, weights: Callable[[], tuple[dict, str]] | None) -> None:
+        """Play the live game of this run from now on; weights() -> (state dict, "step N")."""
+        self.close_player()
+        if weights is None:
+            self.view.caption = "live game: this trainer cannot hand out its weights"
+            return
+        from a2c_tui.liveview import LivePlayer
+
+        try:
+            self.player = LivePlayer(config, weights, self.live)
+        except ValueError:
+            self.view.caption = f"live game: {config.env.id} is not an Atari game, there is no screen to show"
+            return
+        self.view.caption = f"{config.env.id}: the live game starts when this pane is shown"
+        self.player.start()
+
+    def close_player(self) -> None:
+        if self.player is not None:
+            self.player.close()
+            self.player = None
+
+    def close(self) -> None:
+        """Stop everything (the app is quitting)."""
+        self.cancel_recording()
+        self.close_player()
+
+    # --- recordings ---
+    def record(self, checkpoint: Path, out_dir: str | Path = "videos", games: int = 5) -> bool:
+        """Record `games` games of `checkpoint` to MP4s in the background; False if one is running."""
+        if self.recording:
+            return False
+        self.recording = True
+        self._cancel.clear()
+        self.view.set_source(self.recorded)
+        self._record(Path(checkpoint), Path(out_dir), games)
+        return True
+
+    def cancel_recording(self) -> bool:
+        if not self.recording:
+            return False
+        self._cancel.set()
+        return True
+
+    @work(thread=True, exclusive=True, group="recording", exit_on_error=False)
+    def _record(self, checkpoint: Path, out_dir: Path, games: int) -> None:
+        from a2c_tui.evaluate import Cancelled
+        from a2c_tui.record import record_checkpoint
+
+        def progress(p: Any) -> None:
+            if p.finished is not None:
+                g = p.finished
+                self.post_message(self.News("info", f"recorded game {g.game}/{p.games} of {checkpoint.name}: "
+                                                    f"score {g.score:.0f}, {g.length:,} steps -> {g.path}"))
+
+        self.post_message(self.News("info", f"recording {games} games of {checkpoint.name} to {out_dir}/"))
+        try:
+            done = record_checkpoint(checkpoint, out_dir, games=games, progress=progress, cancel=self._cancel,
+                                     frames=self.recorded)
+        except Cancelled as e:
+            self.post_message(self.News("info", str(e), done=True))
+        except Exception as e:  # noqa: BLE001 - a bad checkpoint, a full disk: told to the user
+            text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            self.post_message(self.News("error", f"recording {checkpoint.name} failed: {text}", done=True))
+        else:
+            scores = ", ".join(f"{g.score:.0f}" for g in done)
+            self.post_message(self.News("info", f"recorded {len(done)} games of {checkpoint.name} to {out_dir}/ "
+                                                f"(scores {scores})", done=True))
+
+    @on(News)
+    def _recording_news(self, news: News) -> None:
+        if news.done:  # the news still bubbles on to the app
+            self.recording = False
+            self.view.set_source(self.live)
