@@ -232,3 +232,42 @@ def prune(run_dir: Path, keep_last: int) -> list[Path]:
                 pass
         removed.append(path)
     return removed
+
+
+def newest_valid(run_dir: str | Path) -> Path | None:
+    """The file to resume a run from: the highest step among latest.pt and step_<N>.pt that loads.
+
+    latest.pt lags behind a step file when a crash came between writing the file and pointing
+    latest at it, and is missing when that happened at the run's first checkpoint."""
+    run_dir = Path(run_dir)
+    steps = sorted(((int(m.group(1)), p) for p in run_dir.iterdir() if (m := STEP_FILE.match(p.name))), reverse=True)
+    latest_step = -1
+    try:
+        latest_step = int(load(run_dir / "latest.pt")["step"])
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        pass
+    for step, path in steps:
+        if step <= latest_step:
+            break
+        try:
+            load(path)
+            return path
+        except CheckpointError:
+            continue
+    return run_dir / "latest.pt" if latest_step >= 0 else None
+
+
+_STALE_TEMP = re.compile(r"^\.(step_\d+|latest|best)\.pt\..+\.(tmp|link)$")
+
+
+def remove_stale_temp(run_dir: str | Path) -> list[Path]:
+    """Delete checkpoint temp files that a killed process left half written (call before training)."""
+    removed = []
+    for path in Path(run_dir).iterdir():
+        if _STALE_TEMP.match(path.name):
+            try:
+                path.unlink()
+                removed.append(path)
+            except FileNotFoundError:
+                pass
+    return removed

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -105,18 +107,35 @@ def cmd_train_headless(args, config) -> int:
 
     def on_signal(signum, _frame):
         # Queued and run between updates on this (the training) thread: checkpoint, then exit.
-        report.line(f"received {signal.Signals(signum).name}: saving a checkpoint and stopping")
+        # The stop goes first: nothing that happens to the terminal may keep it from being queued.
         trainer.stop()
+        with contextlib.suppress(RuntimeError):  # the signal interrupted a print: it cannot be re-entered
+            report.line(f"received {signal.Signals(signum).name}: saving a checkpoint and stopping")
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
-    print(f"run directory: {trainer.run_dir}", flush=True)
+    with _survive_lost_terminal():
+        print(f"run directory: {trainer.run_dir}", flush=True)
     with report:
         state = trainer.run()
-    print(f"{state.value.lower()} at step {trainer.step:,}; last-100 raw score "
-          f"{trainer.scores.mean_score():.1f} over {trainer.scores.games} games; run directory {trainer.run_dir}",
-          flush=True)
+    with _survive_lost_terminal():
+        print(f"{state.value.lower()} at step {trainer.step:,}; last-100 raw score "
+              f"{trainer.scores.mean_score():.1f} over {trainer.scores.games} games; run directory {trainer.run_dir}",
+              flush=True)
     return 1 if state == State.ERROR else 0
+
+
+@contextlib.contextmanager
+def _survive_lost_terminal():
+    """A dropped SSH session takes the terminal with it (writes fail with EIO; a closed pipe gives
+    EPIPE). Output then goes to /dev/null: the run must still save its checkpoint and exit cleanly."""
+    try:
+        yield
+    except OSError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
 
 
 class _Reporter:
@@ -143,14 +162,16 @@ class _Reporter:
 
     def __exit__(self, *exc):
         if self.progress is not None:
-            self.progress.stop()
+            with _survive_lost_terminal():
+                self.progress.stop()
 
     def line(self, text: str) -> None:
         stamp = time.strftime("%H:%M:%S")
-        if self.progress is not None:
-            self.progress.console.print(f"{stamp} {text}")
-        else:
-            print(f"{stamp} {text}", flush=True)
+        with _survive_lost_terminal():
+            if self.progress is not None:
+                self.progress.console.print(f"{stamp} {text}")
+            else:
+                print(f"{stamp} {text}", flush=True)
 
     def __call__(self, item) -> None:
         from a2c_tui.trainer import Event
@@ -210,8 +231,10 @@ def cmd_eval(args) -> int:
 def cmd_record(args) -> int:
     import torch
 
-    from a2c_tui.record import record_checkpoint
-    from a2c_tui.trainer import resolve_device
+    from a2c_tui import checkpoints as ckpt
+    from a2c_tui.envs import atari_rom
+    from a2c_tui.record import AtariGame, record
+    from a2c_tui.trainer import config_from_payload, resolve_device, resolve_resume
 
     if args.games < 1:
         raise UsageError(f"--games {args.games} is not allowed: must be >= 1")
@@ -222,17 +245,26 @@ def cmd_record(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"--out {args.out} is not allowed: {e.strerror or e}") from None
+    _, path = resolve_resume(args.checkpoint)
+    payload = ckpt.load(path)
+    config = config_from_payload(payload, path)
+    if atari_rom(config.env.id) is None:
+        raise UsageError(f"{path} plays {config.env.id}: record makes videos of Atari games only")
+    probe = AtariGame(config.env.id)
+    ckpt.check_compatible(payload, config.env.id, probe.n_actions, probe.observation_shape, path)
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)  # sampled actions: the same seed gives the same videos
     # One game = batches of one: a second torch thread only adds waiting (6x slower on a busy 2-core
     # machine) and takes the core that the emulator and ffmpeg use.
     torch.set_num_threads(1)
+    name = f"{atari_rom(config.env.id)}-{ckpt.resolve(path).stem}-seed{args.seed}"
     with _RecordBar(args.games) as bar:
-        games = record_checkpoint(args.checkpoint, out, games=args.games, greedy=args.greedy, seed=args.seed,
-                                  device=device, progress=bar)
+        games = record(config, payload["model"], out, games=args.games, greedy=args.greedy, seed=args.seed,
+                       device=device, name=name, progress=bar)
     scores = [g.score for g in games]
-    print(f"{args.checkpoint}: {len(games)} games recorded to {out}/, mean score {sum(scores) / len(scores):.1f}, "
-          f"min {min(scores):.0f}, max {max(scores):.0f} ({'greedy' if args.greedy else 'sampled'} actions)")
+    print(f"{config.env.id} {path}: {len(games)} games recorded to {out}/, mean score "
+          f"{sum(scores) / len(scores):.1f}, min {min(scores):.0f}, max {max(scores):.0f} "
+          f"({'greedy' if args.greedy else 'sampled'} actions)")
     return 0
 
 

@@ -55,24 +55,56 @@ class MetricsSink:
         if tensorboard:
             from tensorboardX import SummaryWriter
 
-            self._writer = SummaryWriter(str(Path(run_dir) / "tb"), flush_secs=30)
+            self._writer = SummaryWriter(str(Path(run_dir) / "tb"), flush_secs=30, max_queue=1000)
 
     def write(self, record: dict[str, Any]) -> None:
+        """Raises OSError when a line cannot be written (disk full); the caller reports it."""
         self._file.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
-        if self._writer is not None:
-            step = int(record["step"])
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                    self._writer.add_scalar(key, value, step)
+        step = int(record["step"])
+        for key, value in record.items():
+            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                self._tensorboard().add_scalar(key, value, step)
 
     def text(self, tag: str, message: str, step: int) -> None:
-        if self._writer is not None:
-            self._writer.add_text(tag, message, step)
+        self._tensorboard().add_text(tag, message, step)
+
+    def _tensorboard(self):
+        """The TensorBoard writer, or a stand-in that drops everything once it is off.
+
+        tensorboardX writes from a thread of its own. When a write fails (disk full) that thread
+        dies, and once its queue is full every add_* blocks forever: training would hang, deaf
+        even to SIGTERM. So a dead writer is dropped (and reported once, as an OSError)."""
+        if self._writer is not None and not _writer_thread_alive(self._writer):
+            self._writer = None
+            raise OSError("TensorBoard writer stopped after a failed write; TensorBoard logging is off for this run")
+        return self._writer if self._writer is not None else _NO_TENSORBOARD
 
     def close(self) -> None:
-        self._file.close()
-        if self._writer is not None:
-            self._writer.close()
+        try:
+            self._file.close()
+        except OSError:
+            pass  # the last lines could not be written (disk full); reported when they failed
+        if self._writer is not None and _writer_thread_alive(self._writer):
+            try:
+                self._writer.close()
+            except OSError:
+                pass
+
+
+def _writer_thread_alive(writer) -> bool:
+    worker = getattr(getattr(writer.file_writer, "event_writer", None), "_worker", None)
+    return worker is None or worker.is_alive()
+
+
+class _NoTensorBoard:
+    def add_scalar(self, *args) -> None:
+        pass
+
+    def add_text(self, *args) -> None:
+        pass
+
+
+_NO_TENSORBOARD = _NoTensorBoard()
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

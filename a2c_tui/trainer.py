@@ -99,10 +99,10 @@ def new_run_dir(config: Config) -> Path:
 
 
 def resolve_resume(target: str | Path) -> tuple[Path, Path]:
-    """A run directory or a checkpoint file -> (run_dir, checkpoint path)."""
+    """A run directory (its newest valid checkpoint) or a checkpoint file -> (run_dir, checkpoint path)."""
     target = Path(target)
     if target.is_dir():
-        return target, target / "latest.pt"
+        return target, ckpt.newest_valid(target) or target / "latest.pt"
     return target.parent, target
 
 
@@ -136,10 +136,12 @@ class Trainer:
         self.scores = ScoreWindow(100)
         self.best_score = -math.inf
         self.last_checkpoint_step = 0
+        self._failed_checkpoint_step = 0  # a periodic save that failed (disk full) is retried an interval later
         if payload is not None:
             ckpt.check_compatible(payload, config.env.id, self.envs.n_actions, self.envs.observation_shape, resume)
             self._restore(payload)
             self._truncate_metrics()
+            ckpt.remove_stale_temp(self.run_dir)
         (self.run_dir / "config.toml").write_text(to_toml(config))
 
         obs_dtype = torch.uint8 if self.model.is_image else torch.float32
@@ -202,7 +204,7 @@ class Trainer:
             _set_numpy_rng_state(payload["rng"]["numpy"])
         except (KeyError, RuntimeError, TypeError, ValueError) as e:
             raise ckpt.CheckpointError(f"checkpoint does not match this model: {str(e).splitlines()[0][:160]}") from None
-        self.last_checkpoint_step = self.step
+        self.last_checkpoint_step = self._failed_checkpoint_step = self.step
         # The games in progress cannot be restored; new seeds keep them from repeating.
         self.envs.close()
         self.envs = self._make_envs(seed=self.config.run.seed + self.updates)
@@ -325,9 +327,13 @@ class Trainer:
         self.elapsed += time.perf_counter() - started
         self._pending_stats.append(stats)
         if self.updates % self.config.run.log_every == 0:
-            self._write_record()
-        if self.step - self.last_checkpoint_step >= self.config.run.checkpoint_every:
-            self._save_checkpoint(reason="periodic")
+            try:
+                self._write_record()
+            except OSError as e:  # a full disk loses the record, not the run
+                self._event("error", f"metrics not written ({e.strerror or e}); training goes on")
+        since = self.step - max(self.last_checkpoint_step, self._failed_checkpoint_step)
+        if since >= self.config.run.checkpoint_every and self._save_checkpoint(reason="periodic") is None:
+            self._failed_checkpoint_step = self.step
         self._publish()
 
     def _write_record(self) -> None:
@@ -342,8 +348,8 @@ class Trainer:
                       games=self.scores.games, steps_per_sec=steps_per_sec, **{
                           f"hp_{k}": v for k, v in self.hparams.items() if k != "lr"})
         self._pending_stats.clear()
-        self.metrics.write(record)
         self._last_record = MappingProxyType(record)
+        self.metrics.write(record)
 
     def _fail(self, message: str) -> None:
         with self._lock:
