@@ -231,10 +231,8 @@ def cmd_eval(args) -> int:
 def cmd_record(args) -> int:
     import torch
 
-    from a2c_tui import checkpoints as ckpt
-    from a2c_tui.envs import atari_rom
-    from a2c_tui.record import AtariGame, record
-    from a2c_tui.trainer import config_from_payload, resolve_device, resolve_resume
+    from a2c_tui.record import record_checkpoint
+    from a2c_tui.trainer import resolve_device
 
     if args.games < 1:
         raise UsageError(f"--games {args.games} is not allowed: must be >= 1")
@@ -245,26 +243,17 @@ def cmd_record(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"--out {args.out} is not allowed: {e.strerror or e}") from None
-    _, path = resolve_resume(args.checkpoint)
-    payload = ckpt.load(path)
-    config = config_from_payload(payload, path)
-    if atari_rom(config.env.id) is None:
-        raise UsageError(f"{path} plays {config.env.id}: record makes videos of Atari games only")
-    probe = AtariGame(config.env.id)
-    ckpt.check_compatible(payload, config.env.id, probe.n_actions, probe.observation_shape, path)
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)  # sampled actions: the same seed gives the same videos
     # One game = batches of one: a second torch thread only adds waiting (6x slower on a busy 2-core
     # machine) and takes the core that the emulator and ffmpeg use.
     torch.set_num_threads(1)
-    name = f"{atari_rom(config.env.id)}-{ckpt.resolve(path).stem}-seed{args.seed}"
     with _RecordBar(args.games) as bar:
-        games = record(config, payload["model"], out, games=args.games, greedy=args.greedy, seed=args.seed,
-                       device=device, name=name, progress=bar)
+        games = record_checkpoint(args.checkpoint, out, games=args.games, greedy=args.greedy, seed=args.seed,
+                                  device=device, progress=bar)
     scores = [g.score for g in games]
-    print(f"{config.env.id} {path}: {len(games)} games recorded to {out}/, mean score "
-          f"{sum(scores) / len(scores):.1f}, min {min(scores):.0f}, max {max(scores):.0f} "
-          f"({'greedy' if args.greedy else 'sampled'} actions)")
+    print(f"{args.checkpoint}: {len(games)} games recorded to {out}/, mean score {sum(scores) / len(scores):.1f}, "
+          f"min {min(scores):.0f}, max {max(scores):.0f} ({'greedy' if args.greedy else 'sampled'} actions)")
     return 0
 
 
