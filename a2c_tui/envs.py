@@ -47,13 +47,32 @@ def check_env_id(env_id: str) -> str | None:
     if atari_rom(env_id):
         return None
     if env_id in gym.registry:
-        return None
+        return _unsupported_gym_env(env_id)
     from ale_py import roms
 
     games = ["".join(p.title() for p in r.split("_")) for r in roms.get_all_rom_ids()]
     close = difflib.get_close_matches(env_id, games + list(gym.registry), n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     return f"unknown game; use an Atari game name such as SpaceInvaders or Breakout, or a gymnasium id such as CartPole-v1{hint}"
+
+
+def _unsupported_gym_env(env_id: str) -> str | None:
+    """Make the gymnasium env once to see its spaces: the trainer handles vector
+    observations with discrete actions only (a one-line reason otherwise)."""
+    try:
+        env = gym.make(env_id)
+    except Exception as e:  # noqa: BLE001 - missing extras, bad kwargs: all end as one line
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+        return f"{env_id} cannot be made here ({type(e).__name__}: {first})"
+    try:
+        observations, actions = env.observation_space, env.action_space
+    finally:
+        env.close()
+    if not isinstance(actions, gym.spaces.Discrete):
+        return f"{env_id} has a {type(actions).__name__} action space; only Discrete actions are supported"
+    if not (isinstance(observations, gym.spaces.Box) and len(observations.shape) == 1):
+        return f"{env_id} has {observations} observations; only vector observations (or an Atari game) are supported"
+    return None
 
 
 @dataclass

@@ -1,0 +1,92 @@
+"""Shared helpers: paths, small configs, and scripted stand-ins for the vector envs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from a2c_tui import config as cfg
+from a2c_tui.envs import GameTracker, Step
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs"
+CLI = Path(sys.executable).with_name("a2c-tui")
+
+
+def load_config(name: str, out_dir: Path, *overrides: str) -> cfg.Config:
+    """A preset from configs/ with its run directory under the test's tmp_path."""
+    return cfg.load(CONFIGS / f"{name}.toml", [f"run.out_dir={str(out_dir)!r}", *overrides])
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The installed `a2c-tui` entry point, as a user runs it (not a TTY: plain output)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([str(CLI), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def files_under(path: Path) -> list[Path]:
+    return sorted(p for p in Path(path).rglob("*")) if Path(path).exists() else []
+
+
+class ScriptedEnvs:
+    """A vector env with the `Step` interface whose transitions are written out in advance.
+
+    `script` is a list of dicts, one per step, with per-env lists under "obs", "rewards",
+    "dones", "truncated" and optionally "final_obs" (rows of ended envs) and "finished".
+    Observations are 1-D float vectors; the value of a state can be read off obs[0] by
+    `ValueReadingModel`, so targets can be worked out by hand.
+    """
+
+    def __init__(self, first_obs: list[list[float]], script: list[dict], n_actions: int = 2):
+        self.first_obs = np.asarray(first_obs, dtype=np.float32)
+        self.num_envs, size = self.first_obs.shape
+        self.observation_shape = (size,)
+        self.n_actions = n_actions
+        self.script = list(script)
+        self.actions: list[np.ndarray] = []
+        self.games = GameTracker(self.num_envs)
+        self.closed = False
+
+    def reset(self) -> np.ndarray:
+        return self.first_obs.copy()
+
+    def step(self, actions: np.ndarray) -> Step:
+        self.actions.append(np.asarray(actions).copy())
+        s = self.script.pop(0)
+        final = s.get("final_obs")
+        return Step(
+            obs=np.asarray(s["obs"], dtype=np.float32),
+            rewards=np.asarray(s["rewards"], dtype=np.float32),
+            dones=np.asarray(s["dones"], dtype=bool),
+            truncated=np.asarray(s.get("truncated", [False] * self.num_envs), dtype=bool),
+            final_obs=None if final is None else np.asarray(final, dtype=np.float32),
+            finished=list(s.get("finished", [])),
+        )
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def scripted_envs():
+    return ScriptedEnvs
+
+
+class ValueReadingModel:
+    """Stands in for ActorCritic: uniform policy over `n_actions`, v(s) = obs[0]."""
+
+    is_image = False
+
+    def __init__(self, n_actions: int = 2):
+        self.n_actions = n_actions
+
+    def __call__(self, obs):
+        import torch
+
+        obs = torch.as_tensor(obs, dtype=torch.float32)
+        return torch.zeros(obs.shape[0], self.n_actions), obs[:, 0].clone()
