@@ -13,6 +13,7 @@ import torch
 from a2c_tui import checkpoints as ckpt
 from a2c_tui import config as cfg
 from a2c_tui.cli import main
+from a2c_tui.envs import make_envs
 from a2c_tui.evaluate import Cancelled
 from a2c_tui.frames import FrameSource
 from a2c_tui.model import ActorCritic
@@ -45,37 +46,36 @@ def random_weights(seed: int = 0) -> dict[str, torch.Tensor]:
     return ActorCritic((4, 84, 84), 6).state_dict()
 
 
-def test_single_game_preprocessing_is_identical_to_the_training_vector_env():
-    from ale_py.vector_env import AtariVectorEnv
-
-    vector = AtariVectorEnv("space_invaders", 1, num_threads=1, autoreset_mode="SameStep", episodic_life=False,
-                            life_loss_info=True, reward_clipping=False, noop_max=30, repeat_action_probability=0.0,
-                            use_fire_reset=True)
-    expected, info = vector.reset(seed=1)
-    start_frames = int(info["episode_frame_number"][0])  # FIRE + the noops this reset drew
+def test_single_game_preprocessing_is_identical_to_the_training_envs():
+    training = make_envs("SpaceInvaders", 1, seed=1, num_threads=1, clip_rewards=False)  # as the trainer makes them
+    expected = training.reset()
+    start_frames = int(training._episode_frames[0])  # FIRE + the noops this reset drew
     game = AtariGame("SpaceInvaders", seed=1)
 
-    class SameNoops:  # hands reset() the draw that gives the vector env's noop count
+    class SameNoops:  # hands reset() the draw that gives the training env's noop count
         def integers(self, low, high):
             return start_frames
 
     obs = game.reset(SameNoops())
     actions = np.random.default_rng(0)
+    lives_lost = 0
     for t in range(10_000):
         np.testing.assert_array_equal(obs, expected[0], err_msg=f"observation differs at step {t}")
         action = int(actions.integers(game.n_actions))
-        expected, reward, _, _, info = vector.step(np.array([action]))
-        step = game.step(action)
-        assert step.reward == reward[0]
-        if step.game_over:
-            np.testing.assert_array_equal(step.obs, info["final_obs"][0])
+        step = training.step(np.array([action]))
+        mine = game.step(action)
+        assert mine.reward == step.rewards[0]
+        if mine.game_over:
+            assert step.finished == [(0, step.finished[0][1], t + 1)]  # the training env's game ended here too
+            np.testing.assert_array_equal(mine.obs, step.final_obs[0])
             break
-        assert step.lives == info["lives"][0]
-        obs = step.obs
+        assert not step.finished
+        lives_lost += bool(step.dones[0])
+        obs, expected = mine.obs, step.obs
     else:
         pytest.fail("random play did not lose the game in 10,000 steps")
-    vector.close()
-    assert t > 100  # a whole game with lives lost on the way was compared
+    training.close()
+    assert lives_lost == 2  # a whole game, with its lost lives, was compared frame by frame
 
 
 def test_recorded_videos_hold_every_frame_at_native_size_and_colour(tmp_path):
