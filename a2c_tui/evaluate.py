@@ -1,8 +1,11 @@
 """Evaluation: N whole games (all lives, raw score) in parallel envs, without bias.
 
 Counting "the first N games to finish" over parallel envs favours short, low-scoring
-games. Instead env i plays a fixed share of the N games (N // envs, one more for the
-first N % envs) and only those games count, whatever their length.
+games: whether a game is counted depends on its own length. Here the first N games to
+*start* are counted, each whatever its length: whether a game counts is decided before it
+is played, so the N scores are an unbiased sample. An env whose game ends starts the next
+numbered game while fewer than N have started, so all envs stay busy and the run ends
+with at most one game's tail (a fixed share per env would wait for the unluckiest env).
 """
 
 from __future__ import annotations
@@ -65,9 +68,8 @@ def evaluate(config: Config, weights: dict[str, torch.Tensor], episodes: int = 1
         model = ActorCritic(envs.observation_shape, envs.n_actions)
         model.load_state_dict(weights)
         model.to(device).eval()
-        share = np.full(num_envs, episodes // num_envs)
-        share[: episodes % num_envs] += 1
-        played = np.zeros(num_envs, dtype=np.int64)
+        counted = np.ones(num_envs, dtype=bool)  # is the game each env is playing one of the N?
+        started = num_envs
         scores: list[float] = []
         lengths: list[int] = []
         obs = envs.reset()
@@ -78,12 +80,14 @@ def evaluate(config: Config, weights: dict[str, torch.Tensor], episodes: int = 1
             step = envs.step(actions)
             obs = step.obs
             for i, score, length in step.finished:
-                if played[i] < share[i]:
-                    played[i] += 1
+                if counted[i]:
                     scores.append(score)
                     lengths.append(length)
                     if progress is not None:
                         progress(EvalProgress(len(scores), episodes, score, length))
+                # the env has already started its next game (autoreset): does that one count?
+                counted[i] = started < episodes
+                started += counted[i]
     finally:
         envs.close()
     result = summarize(scores, lengths)

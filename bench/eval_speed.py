@@ -1,6 +1,7 @@
 """Evaluation speed: games/s of a 100-game evaluation (parallel envs, `a2c_tui.evaluate`)
 against one env playing whole games one after another with a batch-of-one policy (the
-course notebook's way), with the same weights and the same preprocessing.
+course notebook's way: gymnasium's Atari env and wrappers), with the same weights; and
+against a2c-tui's own single-game env, which skips gymnasium's Python wrappers.
 
     .venv/bin/python bench/eval_speed.py [--checkpoint RUN/latest.pt] [--episodes 100]
         [--envs 16] [--baseline-games 10] [--json out.json]
@@ -27,7 +28,40 @@ from a2c_tui.record import AtariGame
 from a2c_tui.trainer import config_from_payload
 
 
+def notebook_way(config: cfg.Config, weights, games: int, seed: int = 7) -> tuple[float, list[float]]:
+    """One gymnasium Atari env with gymnasium's own DeepMind wrappers (what the course
+    notebook's atari_wrappers do), whole games one after another, a batch of one per step."""
+    import ale_py
+    import gymnasium as gym
+    from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
+
+    from a2c_tui.envs import atari_rom
+
+    gym.register_envs(ale_py)
+    name = "".join(part.title() for part in atari_rom(config.env.id).split("_"))
+    env = gym.make(f"ALE/{name}-v5", frameskip=1, repeat_action_probability=0.0,
+                   max_num_frames_per_episode=config.env.max_episode_frames)
+    env = FrameStackObservation(AtariPreprocessing(env, noop_max=config.env.noop_max, frame_skip=4, screen_size=84,
+                                                   terminal_on_life_loss=False, grayscale_obs=True), 4)
+    model = ActorCritic((4, 84, 84), int(env.action_space.n))
+    model.load_state_dict(weights)
+    scores = []
+    start = time.perf_counter()
+    for game in range(games):
+        obs, _ = env.reset(seed=seed + game)
+        score, over = 0.0, False
+        while not over:
+            action = int(act(model, torch.from_numpy(np.asarray(obs))[None]).actions[0])
+            obs, reward, terminated, truncated, _ = env.step(action)
+            score += float(reward)
+            over = terminated or truncated
+        scores.append(score)
+    env.close()
+    return games / (time.perf_counter() - start), scores
+
+
 def one_env_at_a_time(config: cfg.Config, weights, games: int, seed: int = 7) -> tuple[float, list[float]]:
+    """The same with a2c-tui's own single-game env (record.AtariGame, no gymnasium wrappers)."""
     game = AtariGame(config.env.id, seed=seed, noop_max=config.env.noop_max,
                      max_episode_frames=config.env.max_episode_frames)
     model = ActorCritic(game.observation_shape, game.n_actions)
@@ -68,14 +102,19 @@ def main() -> int:
     parallel = args.episodes / (time.perf_counter() - start)
     print(f"parallel evaluation ({args.envs} envs): {parallel:.3f} games/s, mean score {result['mean']:.1f}, "
           f"mean length {result['mean_length']:.0f}", flush=True)
-    serial, scores = one_env_at_a_time(config, weights, args.baseline_games)
-    print(f"one env at a time: {serial:.3f} games/s, mean score {np.mean(scores):.1f}", flush=True)
-    print(f"speed-up: {parallel / serial:.2f}x", flush=True)
+    serial, scores = notebook_way(config, weights, args.baseline_games)
+    print(f"one env at a time, gymnasium wrappers (the notebook's way): {serial:.3f} games/s, "
+          f"mean score {np.mean(scores):.1f}; speed-up {parallel / serial:.2f}x", flush=True)
+    fast_serial, fast_scores = one_env_at_a_time(config, weights, args.baseline_games)
+    print(f"one env at a time, a2c-tui's single-game env: {fast_serial:.3f} games/s, "
+          f"mean score {np.mean(fast_scores):.1f}; speed-up {parallel / fast_serial:.2f}x", flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"parallel_games_per_s": parallel, "serial_games_per_s": serial, "ratio": parallel / serial,
-                       "envs": args.envs, "episodes": args.episodes, "parallel_mean": result["mean"],
-                       "serial_mean": float(np.mean(scores)), "checkpoint": args.checkpoint}, f, indent=1)
+            json.dump({"parallel_games_per_s": parallel, "notebook_games_per_s": serial,
+                       "ratio_vs_notebook": parallel / serial, "single_env_games_per_s": fast_serial,
+                       "ratio_vs_single_env": parallel / fast_serial, "envs": args.envs, "episodes": args.episodes,
+                       "parallel_mean": result["mean"], "notebook_mean": float(np.mean(scores)),
+                       "single_env_mean": float(np.mean(fast_scores)), "checkpoint": args.checkpoint}, f, indent=1)
     return 0
 
 
