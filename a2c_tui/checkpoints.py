@@ -17,6 +17,7 @@ import re
 import tempfile
 import threading
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,11 +96,17 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     if not path.exists():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     try:
+        # torch.load does not check the archive's CRCs: bytes flipped inside a tensor would load silently.
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+        if damaged is not None:
+            raise zipfile.BadZipFile(f"CRC mismatch in {damaged}")
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"checkpoint {str(path)!r} refused: it is not plain data ({first[:160]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError, TypeError) as e:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, zlib.error, ValueError, OSError, KeyError, IndexError,
+            TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or unreadable ({first[:160]})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
