@@ -188,13 +188,24 @@ def mark_best(run_dir: Path, source: Path, by: str, value: float) -> None:
     update_index(run_dir, {"best": Path(source).name, "best_by": by, "best_value": value})
 
 
-def record_evaluation(checkpoint: Path, result: dict[str, Any]) -> Path:
-    """Save an evaluation's result beside the checkpoint it scored; best.pt follows the best mean."""
+def record_evaluation(checkpoint: Path, result: dict[str, Any]) -> Path | None:
+    """Save an evaluation's result beside the checkpoint it scored; best.pt follows the best mean.
+
+    None when the checkpoint was deleted meanwhile (keep_last rotates old ones out while they
+    are evaluated): a result beside no checkpoint would be litter that nothing removes."""
     checkpoint = resolve(Path(checkpoint))
     out = eval_result_path(checkpoint)
+    if not checkpoint.exists():
+        return None
     atomic_write_bytes(out, json.dumps(result, indent=1).encode())
-    if checkpoint.exists() and checkpoint.name != "best.pt":
-        mark_best(checkpoint.parent, checkpoint, "eval", float(result["mean"]))
+    try:
+        if checkpoint.name != "best.pt":
+            mark_best(checkpoint.parent, checkpoint, "eval", float(result["mean"]))
+    except FileNotFoundError:
+        pass  # rotated out between the check and the link
+    if not checkpoint.exists():
+        out.unlink(missing_ok=True)
+        return None
     return out
 
 

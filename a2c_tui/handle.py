@@ -76,6 +76,10 @@ class LocalHandle:
     def save_now(self) -> Future:
         return self.trainer.save_now()
 
+    def weights(self) -> Future:
+        """A CPU copy of the current weights, made between updates (for the live game view)."""
+        return self.trainer.weights()
+
     def load(self, path: str | Path) -> Future:
         return self.trainer.load(path)
 
@@ -116,5 +120,6 @@ class LocalHandle:
                           progress=progress, cancel=cancel)
         result.update(source=label, step=step)
         if source is not None:
-            result["saved_to"] = str(ckpt.record_evaluation(Path(source), result))
+            saved = ckpt.record_evaluation(Path(source), result)  # None: the file was rotated out meanwhile
+            result["saved_to"] = str(saved) if saved else None
         return result
