@@ -274,3 +274,39 @@ async def _game_pane_records_a_checkpoint(tmp_path):
         assert len(list((tmp_path / "videos").glob("space_invaders-step_100-seed12345-*.mp4"))) == 2
         assert pane.view.source is pane.live and not pane.recording
         assert pane.view.frames_drawn > 0 and "recording game" in pane.view.caption
+
+
+def test_app_shows_the_game_with_v_and_records_from_the_checkpoints_pane(tmp_path):
+    asyncio.run(_app_game_pane(tmp_path))
+
+
+async def _app_game_pane(tmp_path):
+    from textual.widgets import TabbedContent
+    from tui_fakes import FakeHandle, fake_checkpoints
+
+    from a2c_tui.tui.app import A2CApp
+
+    config = cfg.load(None).replace(**{"run.out_dir": str(tmp_path)})
+    handle = FakeHandle(config, tmp_path / "run", checkpoints=fake_checkpoints(tmp_path / "run"))
+    app = A2CApp(handle)
+    async with app.run_test(size=(80, 24)) as pilot:
+        pane, tabs = app.game_pane, app.query_one(TabbedContent)
+        assert not pane.display and tabs.display
+        assert "cannot hand out its weights" in pane.view.caption  # the fake handle has no weights()
+        await pilot.press("v")
+        assert pane.display and not tabs.display
+        await pilot.press("v")
+        assert not pane.display and tabs.display
+        await pilot.press("v", "3")  # a pane key brings the panes back
+        assert not pane.display and tabs.active == "checkpoints"
+
+        await pilot.press("m")  # record the selected checkpoint (the fake's files do not exist)
+        assert pane.display
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if not pane.recording:
+                break
+        notes = [n.message for n in app._notifications if n.severity == "error"]
+        assert notes == [f"recording step_48000.pt failed: checkpoint '{tmp_path / 'run' / 'step_48000.pt'}' "
+                         f"does not exist"]
+        assert any("recording 5 games of step_48000.pt to videos/" in line for line in app.log_view.plain)

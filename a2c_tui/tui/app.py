@@ -29,6 +29,7 @@ from textual.widgets import Footer, Input, TabbedContent, TabPane, Tabs
 from a2c_tui.tui.checkpoints import CheckpointsPane
 from a2c_tui.tui.dialogs import QUIT, SAVE_AND_QUIT, ConfirmScreen, HelpScreen, QuitScreen
 from a2c_tui.tui.evaluation import EvaluationPane, summary_text
+from a2c_tui.tui.gameview import GamePane, live_weights
 from a2c_tui.tui.hparams import HyperparametersPane
 from a2c_tui.tui.log import LogView
 from a2c_tui.tui.messages import (ERROR, FINISHED, PAUSED, RUNNING, CommandDone, EvalFinished, EvalStarted,
@@ -55,6 +56,7 @@ class A2CApp(App[int]):
         Binding("e", "evaluate", "Evaluate"),
         Binding("c", "cancel_evaluation", "Cancel eval", show=False),
         Binding("w", "toggle_window", "Window", show=False),
+        Binding("v", "toggle_game", "Game", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
@@ -94,6 +96,9 @@ class A2CApp(App[int]):
                 yield EvaluationPane(id="evaluation-pane")
             with TabPane("5 Log", id="log"):
                 yield LogView(id="log-view")
+        game = GamePane(id="game-pane")
+        game.display = False  # shown instead of the panes by v; plays only while shown
+        yield game
         yield LogView(max_lines=200, id="log-strip")
         yield Footer(compact=True)
 
@@ -118,6 +123,10 @@ class A2CApp(App[int]):
         return self.query_one(EvaluationPane)
 
     @property
+    def game_pane(self) -> GamePane:
+        return self.query_one(GamePane)
+
+    @property
     def log_view(self) -> LogView:
         return self.query_one("#log-view", LogView)
 
@@ -137,6 +146,7 @@ class A2CApp(App[int]):
         self._pending = handle.snapshot()
         self._apply_pending()
         self.refresh_checkpoints()
+        self.game_pane.attach(handle.config, live_weights(handle))
 
     # ----- trainer -> UI ----------------------------------------------------------------
     def _from_trainer(self, item: Any, source: TrainerHandle) -> None:
@@ -276,8 +286,16 @@ class A2CApp(App[int]):
             self.begin_shutdown(save=False, reason="quit without saving")
 
     def action_show_pane(self, pane: str) -> None:
+        self._show_game(False)
         self.query_one(TabbedContent).active = pane
         self._focus_pane(pane)
+
+    def action_toggle_game(self) -> None:
+        self._show_game(not self.game_pane.display)
+
+    def _show_game(self, show: bool) -> None:
+        self.game_pane.display = show
+        self.query_one(TabbedContent).display = not show
 
     def _focus_pane(self, pane: str) -> None:
         if pane == "checkpoints":
@@ -310,6 +328,11 @@ class A2CApp(App[int]):
         elif request.action == "evaluate" and path is not None:
             self.evaluation_pane.choose(path)
             self._ready_evaluation()
+        elif request.action == "record" and path is not None:
+            if self.game_pane.record(path):
+                self._show_game(True)
+            else:
+                self.notify("a recording is already running", severity="warning")
         elif request.action == "load" and path is not None:
             def load(yes: bool | None) -> None:
                 if yes:
@@ -396,6 +419,12 @@ class A2CApp(App[int]):
         self.log_line("info" if message.cancelled else "error", message.text)
         self.notify(message.text, severity="information" if message.cancelled else "error", markup=False)
 
+    def on_game_pane_news(self, news: GamePane.News) -> None:
+        self.log_line(news.level, news.text)
+        if news.done:
+            self.notify(news.text, severity="error" if news.level == "error" else "information", timeout=10,
+                        markup=False)
+
     # ----- quitting -------------------------------------------------------------------
     def _on_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
@@ -411,6 +440,7 @@ class A2CApp(App[int]):
             return
         self.shutting_down = True
         self.evaluation_pane.cancel()
+        self.game_pane.close()
         self.notify("saving a checkpoint and stopping…" if save else "stopping…", timeout=30)
         self._shutdown_trainer(self.handle, save)
 
@@ -458,6 +488,10 @@ class A2CApp(App[int]):
         for number, (pane, title) in enumerate(PANES, 1):
             yield SystemCommand(f"Show {title.lower()}", f"{number}: switch to the {title.lower()} pane",
                                 lambda pane=pane: self.action_show_pane(pane))
+        yield SystemCommand("Show / hide the game", "v: the agent playing live, or the game being recorded",
+                            self.action_toggle_game)
+        yield SystemCommand("Record videos of selected checkpoint", "m in pane 3: five games to MP4s in videos/",
+                            lambda: self._palette_checkpoint("record"))
         yield SystemCommand("Help", "?: keys and panes", self.action_help)
         yield SystemCommand("Quit", "q: save and quit, quit, or cancel", self.action_quit)
         yield from (c for c in super().get_system_commands(screen) if c.title != "Quit")
@@ -466,6 +500,8 @@ class A2CApp(App[int]):
         self.action_show_pane("checkpoints")
         if action == "load":
             self.checkpoints_pane.action_load()
+        elif action == "record":
+            self.checkpoints_pane.action_record()
         else:
             self.checkpoints_pane.action_delete()
 

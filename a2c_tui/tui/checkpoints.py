@@ -34,10 +34,11 @@ class CheckpointsPane(Vertical):
         Binding("d", "delete", "Delete"),
         Binding("e", "evaluate", "Evaluate this"),
         Binding("r", "refresh", "Refresh", show=False),
+        Binding("m", "record", "Record MP4s", show=False),
     ]
 
     class Request(Message):
-        """The user asked for `action` ("load" | "delete" | "evaluate" | "save") on `path`."""
+        """The user asked for `action` ("load" | "delete" | "evaluate" | "save" | "record") on `path`."""
 
         def __init__(self, action: str, path: Path | None) -> None:
             super().__init__()
@@ -117,6 +118,9 @@ class CheckpointsPane(Vertical):
 
     def action_evaluate(self) -> None:
         self._request("evaluate")
+
+    def action_record(self) -> None:
+        self._request("record")
 
     def action_refresh(self) -> None:
         self.post_message(self.Request("refresh", None))

@@ -76,6 +76,7 @@ HELP = """\
           e again or Enter starts it
   [b]c[/b]       cancel the running evaluation
   [b]w[/b]       metrics window: recent records / whole run
+  [b]v[/b]       show / hide the game: the agent playing live (only while shown)
   [b]q[/b]       quit: save and quit, quit, or cancel
   [b]1[/b]-[b]5[/b]     metrics, hyperparameters, checkpoints, evaluation, log
   [b]?[/b]       this help
@@ -87,7 +88,8 @@ HELP = """\
   Structural fields open once training is stopped ("Stop training")
   and then start a new run.
 [b]Checkpoints (3)[/b]  arrows select; [b]l[/b] load into the trainer,
-  [b]e[/b] evaluate, [b]d[/b] delete (both ask first).
+  [b]e[/b] evaluate, [b]d[/b] delete (both ask first), [b]m[/b] record five
+  games to MP4s in videos/ (shown in the game view while they play).
 [b]Evaluation (4)[/b]  current weights are saved as a checkpoint first,
   so the result (JSON beside the file) shows in the checkpoints table.
 

@@ -216,6 +216,19 @@ class GameView(Widget):
         return self._strips[y - 1] if y - 1 < len(self._strips) else Strip.blank(cols, self.rich_style)
 
 
+def live_weights(handle: Any) -> Callable[[], tuple[dict, str]] | None:
+    """The live game's weights source for a trainer handle: its weights() future (a CPU copy
+    made between updates) and the step they are from; None for a handle without weights()."""
+    fetch = getattr(handle, "weights", None)
+    if fetch is None:
+        return None
+
+    def current() -> tuple[dict, str]:
+        return fetch().result(timeout=60), f"step {handle.snapshot().step:,}"
+
+    return current
+
+
 class GamePane(Vertical):
     """The game pane: the live game of the attached run, or the game being recorded.
 
@@ -274,13 +287,16 @@ class GamePane(Vertical):
 
     def close_player(self) -> None:
         if self.player is not None:
-            self.player.close()
+            self.player.close(timeout=0)  # its thread ends within half a second; the UI does not wait
             self.player = None
 
     def close(self) -> None:
         """Stop everything (the app is quitting)."""
         self.cancel_recording()
         self.close_player()
+
+    def on_unmount(self) -> None:
+        self.close()
 
     # --- recordings ---
     def record(self, checkpoint: Path, out_dir: str | Path = "videos", games: int = 5) -> bool:
