@@ -285,18 +285,21 @@ class GamePane(Vertical):
         self.view.caption = f"{config.env.id}: the live game starts when this pane is shown"
         self.player.start()
 
-    def close_player(self) -> None:
+    def close_player(self, wait: float = 0.0) -> None:
+        """Stop the live game; its thread ends within half a second, the UI waits `wait` at most."""
         if self.player is not None:
-            self.player.close(timeout=0)  # its thread ends within half a second; the UI does not wait
+            self.player.close(timeout=wait)
             self.player = None
 
-    def close(self) -> None:
+    def close(self, wait: float = 0.0) -> None:
         """Stop everything (the app is quitting)."""
         self.cancel_recording()
-        self.close_player()
+        self.close_player(wait)
 
     def on_unmount(self) -> None:
-        self.close()
+        # The app is exiting: let the game thread drop its emulator before the interpreter goes
+        # (ale-py reports emulators still alive at exit as leaks).
+        self.close(wait=1.0)
 
     # --- recordings ---
     def record(self, checkpoint: Path, out_dir: str | Path = "videos", games: int = 5) -> bool:
