@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 from concurrent.futures import Future
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -102,23 +103,23 @@ class A2CApp(App[int]):
         yield LogView(max_lines=200, id="log-strip")
         yield Footer(compact=True)
 
-    @property
+    @cached_property  # the panes live as long as the app
     def status(self) -> StatusBar:
         return self.query_one(StatusBar)
 
-    @property
+    @cached_property
     def metrics_pane(self) -> MetricsPane:
         return self.query_one(MetricsPane)
 
-    @property
+    @cached_property
     def hparams_pane(self) -> HyperparametersPane:
         return self.query_one(HyperparametersPane)
 
-    @property
+    @cached_property
     def checkpoints_pane(self) -> CheckpointsPane:
         return self.query_one(CheckpointsPane)
 
-    @property
+    @cached_property
     def evaluation_pane(self) -> EvaluationPane:
         return self.query_one(EvaluationPane)
 
@@ -126,7 +127,7 @@ class A2CApp(App[int]):
     def game_pane(self) -> GamePane:
         return self.query_one(GamePane)
 
-    @property
+    @cached_property
     def log_view(self) -> LogView:
         return self.query_one("#log-view", LogView)
 
@@ -171,7 +172,7 @@ class A2CApp(App[int]):
 
     def _apply_pending(self) -> None:
         snapshot, self._pending = self._pending, None
-        if snapshot is None:
+        if snapshot is None or not self.status.is_attached:  # none yet, or the app is closing
             return
         self._last_apply = time.monotonic()
         self.applied += 1
@@ -188,6 +189,8 @@ class A2CApp(App[int]):
         if message.source is not self.handle:
             return
         event = message.event
+        if not self.status.is_attached:  # the app is closing
+            return
         self.log_line(event.level, event.text, event.time)
         if event.level in ("error", "warning"):
             self.notify(event.text, severity=event.level, timeout=15 if event.level == "error" else 8,
@@ -312,6 +315,7 @@ class A2CApp(App[int]):
     @on(TabbedContent.TabActivated)
     def _tab_activated(self) -> None:
         self._update_log_strip()
+        self.metrics_pane.set_shown(self.query_one(TabbedContent).active == "metrics")
 
     def _update_log_strip(self) -> None:
         # The strip repeats the log below the panes on tall screens; not under the log itself.

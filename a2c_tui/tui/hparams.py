@@ -14,6 +14,7 @@ from textual.validation import ValidationResult, Validator
 from textual.widgets import Button, Input, Static
 
 from a2c_tui.config import LIVE_KEYS, ConfigError, check_value, parse_override, to_toml
+from a2c_tui.tui.cell import Cell
 from a2c_tui.tui.messages import FINISHED, STOPPED, state_name
 
 STRUCTURAL = (("env.id", "game"), ("env.num_envs", "num_envs"), ("algo.n_steps", "n_steps"),
@@ -101,7 +102,7 @@ class HyperparametersPane(VerticalScroll, can_focus=False):
                     yield Input(_shown(value), id=f"live-{key}", compact=True, classes="hp-input",
                                 validators=[ConfigValidator(f"algo.{key}")], validate_on=["changed", "submitted"])
                     note = " (linear decay)" if key == "lr" and schedule == "linear" else ""
-                    yield Static(f"now {_shown(value)}{note}", id=f"now-{key}", classes="hp-now")
+                    yield Cell(f"now {_shown(value)}{note}", id=f"now-{key}", classes="hp-now")
             yield Static("", id="hp-message")
             yield Static("[b]Structural[/b] — editable when stopped; start a new run",
                          classes="hp-title")
@@ -120,6 +121,10 @@ class HyperparametersPane(VerticalScroll, can_focus=False):
     def _config_text(self) -> str:
         return "[b]Resolved config[/b]\n" + to_toml(self.config).replace("[", r"\[").rstrip()
 
+    def on_mount(self) -> None:
+        self._now = {key: self.query_one(f"#now-{key}", Cell) for key in LIVE_KEYS}
+        self._live = {key: self.query_one(f"#live-{key}", Input) for key in LIVE_KEYS}
+
     # ----- from the app -------------------------------------------------------------------
     def show(self, snapshot: Any) -> None:
         for key in LIVE_KEYS:
@@ -130,8 +135,8 @@ class HyperparametersPane(VerticalScroll, can_focus=False):
             note = " (linear decay)" if key == "lr" and self.config.algo.lr_schedule == "linear" else ""
             if self._now_text.get(key) != text:
                 self._now_text[key] = text
-                self.query_one(f"#now-{key}", Static).update(f"now {text}{note}")
-            field = self.query_one(f"#live-{key}", Input)
+                self._now[key].set(f"now {text}{note}")
+            field = self._live[key]
             # Never overwrite what the user is typing.
             if not field.has_focus and field.value == self._shown_live[key]:
                 field.value = text
