@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 
@@ -16,6 +17,14 @@ from a2c_tui.frames import FrameSource
 from a2c_tui.liveview import LivePlayer
 from a2c_tui.model import ActorCritic
 from a2c_tui.tui.gameview import CellPainter, GamePane, GameView, box_resize, fit
+
+def sync(test):
+    """Run an async test body in its own event loop (no async pytest plugin needed)."""
+    @functools.wraps(test)
+    def run(*args, **kwargs):
+        asyncio.run(test(*args, **kwargs))
+    return run
+
 
 RED, GREEN, BLUE, WHITE, BLACK = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0)
 
@@ -92,11 +101,8 @@ class ViewApp(App):
         yield GameView(self.source, id="view")
 
 
-def test_view_draws_a_known_frame_into_its_cells_under_a_caption():
-    asyncio.run(_view_draws_a_known_frame_into_its_cells_under_a_caption())
-
-
-async def _view_draws_a_known_frame_into_its_cells_under_a_caption():
+@sync
+async def test_view_draws_a_known_frame_into_its_cells_under_a_caption():
     app = ViewApp()
     async with app.run_test(size=(20, 5)) as pilot:
         view = app.query_one(GameView)
@@ -108,11 +114,8 @@ async def _view_draws_a_known_frame_into_its_cells_under_a_caption():
         assert cells(view.render_line(2))[2:4] == [(" ", None, WHITE), ("▀", BLACK, RED)]
 
 
-def test_view_draws_at_most_ten_frames_a_second():
-    asyncio.run(_view_draws_at_most_ten_frames_a_second())
-
-
-async def _view_draws_at_most_ten_frames_a_second():
+@sync
+async def test_view_draws_at_most_ten_frames_a_second():
     app = ViewApp()
     async with app.run_test(size=(20, 5)) as pilot:
         view = app.query_one(GameView)
@@ -127,11 +130,8 @@ async def _view_draws_at_most_ten_frames_a_second():
         assert view.caption == "frame 99"  # the newest frame wins, none queue up
 
 
-def test_view_pulls_from_its_source_only_while_shown():
-    asyncio.run(_view_pulls_from_its_source_only_while_shown())
-
-
-async def _view_pulls_from_its_source_only_while_shown():
+@sync
+async def test_view_pulls_from_its_source_only_while_shown():
     source = FrameSource()
     app = ViewApp(source)
     async with app.run_test(size=(20, 5)) as pilot:
@@ -224,11 +224,8 @@ class PaneApp(App):
         self.news.append(news)
 
 
-def test_game_pane_plays_the_attached_run_while_shown():
-    asyncio.run(_game_pane_plays_the_attached_run_while_shown())
-
-
-async def _game_pane_plays_the_attached_run_while_shown():
+@sync
+async def test_game_pane_plays_the_attached_run_while_shown():
     torch.manual_seed(0)
     weights = ActorCritic((4, 84, 84), 6).state_dict()
     app = PaneApp()
@@ -246,11 +243,8 @@ async def _game_pane_plays_the_attached_run_while_shown():
         assert pane.player is None
 
 
-def test_game_pane_records_a_checkpoint_and_shows_the_recorded_game(tmp_path):
-    asyncio.run(_game_pane_records_a_checkpoint(tmp_path))
-
-
-async def _game_pane_records_a_checkpoint(tmp_path):
+@sync
+async def test_game_pane_records_a_checkpoint_and_shows_the_recorded_game(tmp_path):
     from a2c_tui import checkpoints as ckpt
 
     config = cfg.load(None).replace(**{"env.max_episode_frames": 400})
@@ -276,11 +270,8 @@ async def _game_pane_records_a_checkpoint(tmp_path):
         assert pane.view.frames_drawn > 0 and "recording game" in pane.view.caption
 
 
-def test_app_shows_the_game_with_v_and_records_from_the_checkpoints_pane(tmp_path):
-    asyncio.run(_app_game_pane(tmp_path))
-
-
-async def _app_game_pane(tmp_path):
+@sync
+async def test_app_shows_the_game_with_v_and_records_from_the_checkpoints_pane(tmp_path):
     from textual.widgets import TabbedContent
     from tui_fakes import FakeHandle, fake_checkpoints
 
