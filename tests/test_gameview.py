@@ -285,9 +285,10 @@ async def test_app_shows_the_game_with_v_and_records_from_the_checkpoints_pane(t
         assert not pane.display and tabs.display
         assert "cannot hand out its weights" in pane.view.caption  # the fake handle has no weights()
         await pilot.press("v")
-        assert pane.display and not tabs.display
+        assert pane.display and not tabs.display and pane.live.watching
         await pilot.press("v")
-        assert not pane.display and tabs.display
+        await pilot.pause()
+        assert not pane.display and tabs.display and not pane.live.watching  # hidden: the live game idles
         await pilot.press("v", "3")  # a pane key brings the panes back
         assert not pane.display and tabs.active == "checkpoints"
 
