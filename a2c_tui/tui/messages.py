@@ -135,13 +135,13 @@ def fmt_duration(seconds: float) -> str:
     return f"{days}d {clock}" if days else clock
 
 
-def fmt_number(value: Any) -> str:
-    """Four significant digits, '-' for missing or non-finite values."""
+def fmt_number(value: Any, digits: int = 4) -> str:
+    """`digits` significant digits (fewer in exponent form), "-" for missing or non-finite values."""
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
         return "-"
     if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
-        return f"{value:.3g}"
-    return f"{value:.4g}"
+        return f"{value:.{min(digits - 1, 4)}g}"  # at most 9 characters
+    return f"{value:.{digits}g}"
 
 
 def fmt_clock(timestamp: float) -> str:

@@ -158,7 +158,9 @@ class MetricRow(Horizontal):
     def show(self, values: list[float]) -> None:
         self._spark.show(values)
         if values:
-            stats = f"{fmt_number(values[-1]):>9} {fmt_number(min(values)):>9} {fmt_number(max(values)):>9}"
+            now, low, high = values[-1], min(values), max(values)
+            digits = 4 if fmt_number(low) != fmt_number(high) or low == high else 6  # show that it moves
+            stats = " ".join(f"{fmt_number(v, digits):>9}" for v in (now, low, high))
         else:
             stats = f"{'-':>9} {'-':>9} {'-':>9}"
         self._stats = stats
@@ -185,7 +187,7 @@ class MetricsPane(Vertical):
             yield MetricRow(key, label, main)
 
     def _header(self) -> str:
-        window = (f"whole run ({len(self.history.whole)} points, every {self.history.stride})" if self.whole_run
+        window = (f"whole run, {len(self.history.whole)} points" if self.whole_run
                   else f"recent {len(self.history.recent)} records")
         return f"window: {window} · w switches"
 
