@@ -87,10 +87,15 @@ def _check_range(key: str, value: Any) -> None:
         need(math.isfinite(value), "a finite number")
     match key:
         case "run.name":
-            need(bool(value) and all(c.isalnum() or c in "-_." for c in value) and not value.startswith("."),
-                 "a non-empty name of letters, digits, '-', '_' or '.'")
+            # It names a directory: <name>-<date>-<time> must stay within a file name's 255 bytes.
+            need(bool(value) and all(c.isalnum() or c in "-_." for c in value) and not value.startswith(".")
+                 and len(value.encode()) <= 200, "a non-empty name of letters, digits, '-', '_' or '.' "
+                                                 "(at most 200 bytes)")
         case "run.total_steps":
             need(value >= 1, "an integer >= 1")
+        case "run.seed":
+            # ALE takes 32-bit seeds: env i gets seed + i, and a resumed run seed + updates.
+            need(0 <= value <= 2**30, "an integer from 0 to 2**30")
         case "run.device":
             need(value in ("auto", "cpu", "cuda"), 'one of "auto", "cpu", "cuda"')
         case "run.checkpoint_every" | "run.log_every":
@@ -98,9 +103,9 @@ def _check_range(key: str, value: Any) -> None:
         case "run.keep_last":
             need(value >= 1, "an integer >= 1")
         case "run.torch_threads" | "env.num_threads":
-            need(value >= 0, "an integer >= 0 (0 = automatic)")
+            need(0 <= value <= 1024, "an integer from 0 to 1024 (0 = automatic)")
         case "run.out_dir":
-            need(bool(value), "a non-empty path")
+            need(bool(value) and "\x00" not in value, "a non-empty path (no NUL character)")
         case "env.id":
             from a2c_tui.envs import check_env_id  # late import: envs pulls in ale_py
 
@@ -112,7 +117,7 @@ def _check_range(key: str, value: Any) -> None:
         case "env.noop_max":
             need(0 <= value <= 1000, "an integer from 0 to 1000")
         case "env.max_episode_frames":
-            need(value >= 1, "an integer >= 1")
+            need(1 <= value <= 2**31 - 1, "an integer from 1 to 2**31 - 1")  # ALE's frame counter is 32-bit
         case "algo.n_steps":
             need(1 <= value <= 10_000, "an integer from 1 to 10000")
         case "algo.gamma":

@@ -120,7 +120,11 @@ class Trainer:
         self.device = resolve_device(config.run.device)
         torch.set_num_threads(choose_threads(config, self.device))
         self.run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"run.out_dir = {config.run.out_dir!r} is not allowed: cannot create {self.run_dir} "
+                              f"({e.strerror or e})") from None
 
         torch.manual_seed(config.run.seed)
         np.random.seed(config.run.seed % 2**32)
