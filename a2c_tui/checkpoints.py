@@ -241,8 +241,12 @@ def list_checkpoints(run_dir: str | Path) -> list[CheckpointInfo]:
 def prune(run_dir: Path, keep_last: int) -> list[Path]:
     """Delete all but the newest `keep_last` periodic step_<N>.pt files; returns what went."""
     steps = sorted((int(m.group(1)), p) for p in Path(run_dir).iterdir() if (m := STEP_FILE.match(p.name)))
+    best = read_index(run_dir).get("best")
     removed = []
     for _, path in steps[:-keep_last] if keep_last > 0 else steps:
+        if path.name == best and eval_result_path(path).exists():
+            # best.pt (a hard link) outlives its step file: its evaluation goes with it
+            os.replace(eval_result_path(path), eval_result_path(Path(run_dir) / "best.pt"))
         for victim in (path, eval_result_path(path)):
             try:
                 victim.unlink()

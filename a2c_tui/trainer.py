@@ -436,6 +436,7 @@ class Trainer:
         return self._set_state(State.PAUSED, (State.RUNNING,), "paused")
 
     def resume(self) -> bool:
+        self._rate = (time.perf_counter(), self.step, self._rate[2])  # paused time is not training time
         return self._set_state(State.RUNNING, (State.PAUSED, State.ERROR), "resumed")
 
     def stop(self) -> Future:

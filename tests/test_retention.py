@@ -1,0 +1,29 @@
+"""Retention keeps what the checkpoints table shows about best.pt."""
+
+import json
+
+import torch
+
+from a2c_tui import checkpoints as ckpt
+
+
+def _save(run_dir, step):
+    path = run_dir / f"step_{step}.pt"
+    ckpt.save(path, {"step": step, "w": torch.zeros(2)})
+    ckpt.update_index(run_dir, {"latest": path.name, "files": {path.name: {"step": step, "score": float(step)}}})
+    return path
+
+
+def test_pruned_best_keeps_its_evaluation(tmp_path):
+    first = _save(tmp_path, 100)
+    ckpt.record_evaluation(first, {"mean": 321.0, "scores": [321.0]})  # best.pt -> step_100 by evaluation
+    for step in (200, 300, 400):
+        _save(tmp_path, step)
+    removed = ckpt.prune(tmp_path, keep_last=2)
+
+    assert first in removed and not first.exists()
+    rows = {info.path.name: info for info in ckpt.list_checkpoints(tmp_path)}
+    assert "best.pt" in rows, "best.pt gets its own row once its step file is gone"
+    assert rows["best.pt"].eval_mean == 321.0
+    assert rows["best.pt"].step == 100
+    assert json.loads((tmp_path / "best.eval.json").read_text())["mean"] == 321.0
