@@ -114,11 +114,11 @@ def cmd_train_headless(args, config) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
-    with _survive_lost_terminal():
+    with survive_lost_terminal():
         print(f"run directory: {trainer.run_dir}", flush=True)
     with report:
         state = trainer.run()
-    with _survive_lost_terminal():
+    with survive_lost_terminal():
         print(f"{state.value.lower()} at step {trainer.step:,}; last-100 raw score "
               f"{trainer.scores.mean_score():.1f} over {trainer.scores.games} games; run directory {trainer.run_dir}",
               flush=True)
@@ -126,7 +126,7 @@ def cmd_train_headless(args, config) -> int:
 
 
 @contextlib.contextmanager
-def _survive_lost_terminal():
+def survive_lost_terminal():
     """A dropped SSH session takes the terminal with it (writes fail with EIO; a closed pipe gives
     EPIPE). Output then goes to /dev/null: the run must still save its checkpoint and exit cleanly."""
     try:
@@ -162,12 +162,12 @@ class _Reporter:
 
     def __exit__(self, *exc):
         if self.progress is not None:
-            with _survive_lost_terminal():
+            with survive_lost_terminal():
                 self.progress.stop()
 
     def line(self, text: str) -> None:
         stamp = time.strftime("%H:%M:%S")
-        with _survive_lost_terminal():
+        with survive_lost_terminal():
             if self.progress is not None:
                 self.progress.console.print(f"{stamp} {text}")
             else:

@@ -523,9 +523,12 @@ def run_app(config: Any, resume: str | None = None, paused: bool = False) -> int
             with contextlib.suppress(Exception):
                 app.handle.stop().result(timeout=120)
             app.handle.close(timeout=5)
+    from a2c_tui.cli import survive_lost_terminal
+
     run_dir = Path(app.handle.run_dir)
-    if (run_dir / "latest.pt").exists():
-        print(f"run directory: {run_dir} (continue with: a2c-tui --resume {run_dir})")
-    else:
-        print(f"run directory: {run_dir} (no checkpoint saved)")
+    with survive_lost_terminal():  # after a dropped SSH session the run is saved: exit 0, not EIO
+        if (run_dir / "latest.pt").exists():
+            print(f"run directory: {run_dir} (continue with: a2c-tui --resume {run_dir})")
+        else:
+            print(f"run directory: {run_dir} (no checkpoint saved)")
     return app.return_code or 0
