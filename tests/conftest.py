@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from a2c_tui import config as cfg
 from a2c_tui.envs import GameTracker, Step
@@ -70,11 +69,6 @@ class ScriptedEnvs:
 
     def close(self) -> None:
         self.closed = True
-
-
-@pytest.fixture
-def scripted_envs():
-    return ScriptedEnvs
 
 
 class ValueReadingModel:

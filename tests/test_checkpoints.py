@@ -55,7 +55,8 @@ def test_resume_continues_step_schedule_scores_and_optimizer(trained):
         assert resumed.run_dir == trainer.run_dir
         assert (resumed.step, resumed.updates) == (600, 30)
         assert resumed.current_lr() == pytest.approx(trainer.current_lr())
-        assert resumed.current_lr() == pytest.approx(2e-3 * (1 - 600 / 20000))  # not back at the start
+        # the schedule goes on from step 600, not from the start
+        assert resumed.current_lr() == pytest.approx(trainer.config.algo.lr * (1 - 600 / 20000))
         assert list(resumed.scores.scores) == list(trainer.scores.scores)
         assert list(resumed.scores.lengths) == list(trainer.scores.lengths)
         assert resumed.scores.games == trainer.scores.games
@@ -70,7 +71,7 @@ def test_resume_continues_step_schedule_scores_and_optimizer(trained):
         games_before = resumed.scores.games
         stats = resumed.train_update()
         assert (resumed.step, resumed.updates) == (620, 31)
-        assert stats["lr"] == pytest.approx(scheduled_lr(2e-3, "linear", 600, 20000))
+        assert stats["lr"] == pytest.approx(scheduled_lr(trainer.config.algo.lr, "linear", 600, 20000))
         # the optimizer went on from its saved square average: ms' = alpha * ms + (1 - alpha) g^2 >= alpha * ms
         after = [resumed.optimizer.state[p]["square_avg"] for p in resumed.model.parameters()]
         assert all(bool((a >= 0.99 * b - 1e-7).all()) for a, b in zip(after, theirs))

@@ -78,7 +78,8 @@ def test_bad_checkpoints_fail_in_one_line_through_the_cli(tmp_path):
     good = write_payload(tmp_path / "good.pt")
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[:50_000])
-    four_actions = write_payload(tmp_path / "four_actions.pt", n_actions=4, model=ActorCritic((4, 84, 84), 4).state_dict())
+    four_actions = write_payload(tmp_path / "four_actions.pt", n_actions=4,
+                                 model=ActorCritic((4, 84, 84), 4).state_dict())
     breakout_config = cfg.load(CONFIGS / "smoke.toml", ["env.id=Breakout"]).to_dict()
     other_game = write_payload(tmp_path / "other_game.pt", config=breakout_config)
     resume_dir = tmp_path / "run"

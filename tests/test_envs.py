@@ -107,12 +107,6 @@ def test_scripted_scores_without_clipping_are_the_raw_rewards():
     assert rewards == [list(map(float, row[0])) for row in SCRIPT]
 
 
-def play(envs, actions_per_step):
-    """Step through the given actions; per-step (Step, a copy of obs)."""
-    envs.reset()
-    return [envs.step(actions) for actions in actions_per_step]
-
-
 def test_space_invaders_game_over_detection_sums_all_three_lives():
     """The training env (a done on each lost life) and a whole-game env (done only at game
     over, unclipped rewards) play the same seeded actions: the games they report match,

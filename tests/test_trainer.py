@@ -73,7 +73,7 @@ def test_run_to_the_end_logs_diagnostics_and_decays_lr_to_zero(tmp_path):
     # the lr logged is the mean over each record's 10 updates of base * (1 - step_before / total)
     for record in records:
         first = record["step"] - 200
-        expected = np.mean([scheduled_lr(2e-3, "linear", first + 20 * k, 2000) for k in range(10)])
+        expected = np.mean([scheduled_lr(config.algo.lr, "linear", first + 20 * k, 2000) for k in range(10)])
         assert record["lr"] == pytest.approx(expected)
     assert records[-1]["lr"] > 0
     assert records[-1]["games"] >= 50 and records[-1]["score"] > 0
