@@ -141,6 +141,7 @@ class Trainer:
         self.best_score = -math.inf
         self.last_checkpoint_step = 0
         self._failed_checkpoint_step = 0  # a periodic save that failed (disk full) is retried an interval later
+        self._metrics_failing = False  # said once while metrics.jsonl cannot be written, not at every record
         if payload is not None:
             ckpt.check_compatible(payload, config.env.id, self.envs.n_actions, self.envs.observation_shape, resume)
             self._restore(payload)
@@ -333,8 +334,12 @@ class Trainer:
         if self.updates % self.config.run.log_every == 0:
             try:
                 self._write_record()
-            except OSError as e:  # a full disk loses the record, not the run
-                self._event("error", f"metrics not written ({e.strerror or e}); training goes on")
+            except OSError as e:  # a full disk loses records, not the run
+                if not self._metrics_failing:
+                    self._event("error", f"metrics not written ({e.strerror or e}); training goes on")
+                self._metrics_failing = True
+            else:
+                self._metrics_failing = False
         since = self.step - max(self.last_checkpoint_step, self._failed_checkpoint_step)
         if since >= self.config.run.checkpoint_every and self._save_checkpoint(reason="periodic") is None:
             self._failed_checkpoint_step = self.step

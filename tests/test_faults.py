@@ -421,6 +421,59 @@ def test_disk_full_during_checkpoint_keeps_the_previous_one_and_training_goes_on
         shut(trainer)
 
 
+@pytest.mark.slow
+def test_real_full_filesystem_headless_run_goes_on_and_stops_cleanly(tmp_path):
+    """A real tiny filesystem (tmpfs, needs root): one checkpoint fits, then the disk is filled.
+    Checkpoints, metrics.jsonl and TensorBoard all fail; training goes on, SIGTERM still ends
+    it with exit code 0, the checkpoint from before is intact and the run resumes from it."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=30m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    log = tmp_path / "out.txt"
+    try:
+        args = ["train", "--headless", "--config", "configs/smoke.toml", "--set", f'run.out_dir="{mount}"',
+                "--set", "run.total_steps=1000000", "--set", "run.checkpoint_every=400",
+                "--set", "run.log_every=1", "--set", "env.max_episode_frames=400"]
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(kill_bench.cli_command() + args, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                wait_until(lambda: list(mount.glob("*/latest.pt")), 120, "the first checkpoint")
+                run_dir = next(mount.glob("*/latest.pt")).parent
+                first = digest(run_dir / "latest.pt")
+                first_step = ckpt.load(run_dir / "latest.pt")["step"]
+                with open(mount / "filler", "wb") as filler:  # fill the disk to the last byte
+                    chunk = b"\0" * 2**20
+                    try:
+                        while True:
+                            filler.write(chunk)
+                            filler.flush()
+                    except OSError:
+                        pass
+                wait_until(lambda: log.read_text().count("No space left") >= 2, 120, "failed writes")
+                time.sleep(5)  # training on a full disk
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(60) == 0, log.read_text()[-2000:]
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(10)
+        text = log.read_text()
+        stopped_at = int(FINAL_LINE.search(text).group(1).replace(",", ""))
+        assert stopped_at >= first_step + 2 * 400, "training did not go on"
+        failures = len(re.findall(r"checkpoint step_\d+\.pt not written \(No space left on device\)", text))
+        assert 1 <= failures <= (stopped_at - first_step) // 400 + 2  # retried once an interval, not every update
+        assert text.count("metrics not written") == 1  # said once, not at every record
+        assert digest(run_dir / "latest.pt") == first
+        assert temp_files(run_dir) == []
+        (mount / "filler").unlink()  # space freed: the run resumes from the checkpoint before the fault
+        _, path = resolve_resume(run_dir)
+        assert ckpt.load(path)["step"] == first_step
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
 class _FailingFile:
     """A metrics.jsonl whose writes fail with ENOSPC while `full`."""
 
@@ -449,6 +502,7 @@ def test_disk_full_for_metrics_is_reported_and_training_goes_on(tmp_path):
         wait_until(lambda: trainer.step >= 300, 120, "training to go on")
         assert trainer.state == State.RUNNING
         assert "metrics" in events.errors()[0].text and "No space left" in events.errors()[0].text
+        assert len(events.errors()) == 1  # said once, not at every record
         failing.full = False
         step = trainer.step
         wait_until(lambda: trainer.snapshot().metrics.get("step", 0) > step, 60, "records again")
