@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 
 import numpy as np
 import pytest
 import torch
 
+from a2c_tui import checkpoints as ckpt
 from a2c_tui import evaluate as evaluation
 from a2c_tui.a2c import scheduled_lr
 from a2c_tui.config import ConfigError
@@ -109,25 +111,33 @@ def test_live_hyperparameters_apply_and_bad_ones_are_refused(tmp_path):
         trainer.envs.close()
 
 
+def wait_until(condition, timeout: float = 20.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return condition()
+
+
 def test_pause_takes_effect_and_stop_saves(tmp_path):
     config = load_config("cartpole", tmp_path, "env.num_envs=2", "run.total_steps=1000000", "run.torch_threads=1")
     trainer = Trainer(config, tensorboard=False)
     trainer.start()
     try:
-        deadline = threading.Event()
-        for _ in range(200):
-            if trainer.updates >= 5:
-                break
-            deadline.wait(0.05)
+        assert wait_until(lambda: trainer.updates >= 5)
         assert trainer.pause()
-        deadline.wait(0.3)
+        # the update in progress may finish; after that the count stays put
+        seen = []
+        assert wait_until(lambda: seen.append(trainer.updates) or seen[-5:] == [seen[-1]] * 5, interval=0.1)
         paused_at = trainer.updates
-        deadline.wait(0.5)
-        assert trainer.updates == paused_at  # no update while paused
+        time.sleep(0.5)
+        assert trainer.updates == paused_at and trainer.state == State.PAUSED
         assert trainer.resume()
+        assert wait_until(lambda: trainer.updates > paused_at)
         path = trainer.stop().result(timeout=30)
         assert trainer.state == State.STOPPED
-        assert path is not None and path.exists()
+        assert path is not None and path.exists() and ckpt.load(path)["step"] == trainer.step
     finally:
         trainer.close()
 
