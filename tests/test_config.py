@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import pytest
 
 from a2c_tui import cli
 from a2c_tui import config as cfg
