@@ -65,9 +65,11 @@ def evaluate(config: Config, weights: dict[str, torch.Tensor], episodes: int = 1
     envs = make_envs(env.id, num_envs, seed=seed, num_threads=env.num_threads, noop_max=env.noop_max,
                      max_episode_frames=env.max_episode_frames, clip_rewards=False, life_loss=False)
     try:
-        model = ActorCritic(envs.observation_shape, envs.n_actions)
+        with torch.random.fork_rng(devices=[]):  # the init's draws must not move the trainer's stream
+            model = ActorCritic(envs.observation_shape, envs.n_actions)
         model.load_state_dict(weights)
         model.to(device).eval()
+        generator = torch.Generator(device=device).manual_seed(seed)  # same seed, same games
         counted = np.ones(num_envs, dtype=bool)  # is the game each env is playing one of the N?
         started = num_envs
         scores: list[float] = []
@@ -76,7 +78,7 @@ def evaluate(config: Config, weights: dict[str, torch.Tensor], episodes: int = 1
         while len(scores) < episodes:
             if cancel is not None and cancel.is_set():
                 raise Cancelled(f"evaluation cancelled after {len(scores)} of {episodes} games")
-            actions = act(model, torch.as_tensor(obs, device=device), greedy=greedy).actions
+            actions = act(model, torch.as_tensor(obs, device=device), greedy=greedy, generator=generator).actions
             step = envs.step(actions)
             obs = step.obs
             for i, score, length in step.finished:

@@ -77,19 +77,20 @@ class Act:
     entropy: torch.Tensor
 
 
-def sample(logits: torch.Tensor, greedy: bool = False) -> torch.Tensor:
+def sample(logits: torch.Tensor, greedy: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
     """Categorical sample by the Gumbel-max trick (one kernel, no Distribution object)."""
     if greedy:
         return logits.argmax(-1)
-    uniform = torch.rand_like(logits).clamp_(min=1e-20)
+    uniform = torch.rand(logits.shape, device=logits.device, generator=generator).clamp_(min=1e-20)
     return (logits - torch.log(-torch.log(uniform))).argmax(-1)
 
 
 @torch.inference_mode()
-def act(model: ActorCritic, obs: torch.Tensor, greedy: bool = False) -> Act:
-    """Policy step on a batch of observations already on the model's device."""
+def act(model: ActorCritic, obs: torch.Tensor, greedy: bool = False, generator: torch.Generator | None = None) -> Act:
+    """Policy step on a batch of observations already on the model's device. `generator`:
+    a random stream of its own (an evaluation beside training must not draw from the trainer's)."""
     logits, values = model(obs)
-    actions = sample(logits, greedy)
+    actions = sample(logits, greedy, generator)
     log_pi = torch.log_softmax(logits, -1)
     return Act(
         actions=actions.cpu().numpy(),

@@ -26,7 +26,7 @@ import torch
 from a2c_tui import checkpoints as ckpt
 from a2c_tui.a2c import NonFiniteError, make_optimizer, scheduled_lr, update
 from a2c_tui.config import LIVE_KEYS, Config, ConfigError, check_value, to_toml
-from a2c_tui.envs import make_envs
+from a2c_tui.envs import is_atari, make_envs
 from a2c_tui.metrics import MetricsSink, ScoreWindow, read_jsonl
 from a2c_tui.model import ActorCritic, act
 from a2c_tui.rollout import Rollout, value_targets
@@ -80,11 +80,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 def choose_threads(config: Config, device: torch.device) -> int:
-    """Torch intra-op threads. Env stepping and the network run one after the other, so
-    on the CPU both may use every core (measured in BENCHMARKS.md); on a GPU torch needs one."""
+    """Torch intra-op threads. Env stepping and the CNN run one after the other, so on the
+    CPU both may use every core (measured in BENCHMARKS.md); the small MLP of a vector env
+    only loses to thread hand-offs, and on a GPU torch needs one."""
     if config.run.torch_threads:
         return config.run.torch_threads
-    return 1 if device.type == "cuda" else max(1, os.cpu_count() or 1)
+    if device.type == "cuda" or not is_atari(config.env.id):
+        return 1
+    return max(1, os.cpu_count() or 1)
 
 
 def new_run_dir(config: Config) -> Path:
