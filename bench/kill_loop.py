@@ -2,8 +2,10 @@
 
 Runs `a2c-tui train --headless` on the smoke config with a checkpoint every 400 steps
 and SIGKILLs it, over and over, resuming the same run each time with `--resume <run_dir>`.
-Half the kills land at a random moment of training; the other half are fired the instant
-a checkpoint's temp file appears in the run directory, i.e. in the middle of a write.
+A third of the kills land at a random moment of training; a third are fired the instant a
+checkpoint's temp file appears in the run directory (in the middle of writing its data);
+a third the instant a new step_<N>.pt appears under its name (between the rename and
+pointing latest.pt at it, or during the index update and pruning that follow).
 After every kill:
   - every *.pt in the run directory must load with `checkpoints.load`;
   - the next `--resume <run_dir>` must start at the step of the newest valid checkpoint.
@@ -50,6 +52,8 @@ class KillLoopResult:
     kills: int = 0
     kills_mid_write: int = 0  # a temp file was left behind: the kill interrupted a write
     kills_aimed_at_writes: int = 0  # fired when a temp file appeared (it may have just finished)
+    kills_aimed_after_rename: int = 0  # fired when a new step_<N>.pt appeared
+    latest_lagged: int = 0  # after a kill, latest.pt was older than the newest valid step file
     checkpoints_verified: int = 0  # *.pt loads, summed over all verifications
     corrupt: list[str] = field(default_factory=list)
     resumes_ok: int = 0
@@ -68,7 +72,9 @@ class KillLoopResult:
 
     def summary(self) -> str:
         return (f"{self.kills} kills ({self.kills_aimed_at_writes} fired at a checkpoint write, "
-                f"{self.kills_mid_write} left a temp file = landed mid-write), "
+                f"{self.kills_aimed_after_rename} right after a step file appeared; "
+                f"{self.kills_mid_write} left a temp file = landed mid-write, "
+                f"{self.latest_lagged} left latest.pt behind the newest step file), "
                 f"{self.checkpoints_verified} checkpoint loads verified, {len(self.corrupt)} corrupt, "
                 f"{self.resumes_ok}/{self.kills} resumes at the newest valid checkpoint, "
                 f"final SIGTERM exit code {self.final_exit_code} at step {self.final_step}, "
@@ -123,9 +129,17 @@ def temp_files(run_dir: Path) -> set[str]:
         return set()
 
 
+def step_files(run_dir: Path) -> set[str]:
+    try:
+        return {e.name for e in os.scandir(run_dir) if ckpt.STEP_FILE.match(e.name)}
+    except FileNotFoundError:
+        return set()
+
+
 def verify_checkpoints(run_dir: Path, result: KillLoopResult) -> int | None:
     """Load every *.pt; returns the newest valid step (None when there is none)."""
     newest = None
+    latest = None
     for path in sorted(run_dir.glob("*.pt")):
         try:
             payload = ckpt.load(path)
@@ -134,6 +148,10 @@ def verify_checkpoints(run_dir: Path, result: KillLoopResult) -> int | None:
             continue
         result.checkpoints_verified += 1
         newest = max(newest or 0, int(payload["step"]))
+        if path.name == "latest.pt":
+            latest = int(payload["step"])
+    if newest is not None and latest != newest:
+        result.latest_lagged += 1
     return newest
 
 
@@ -160,8 +178,8 @@ def kill_loop(kills: int, out_dir: Path, seed: int = 0, start_timeout: float = 1
             time.sleep(0.05)
         leftovers = temp_files(run_dir)
         for k in range(kills):
-            aimed = k % 2 == 1
-            if aimed:
+            mode = ("random moment", "aimed at a write", "aimed after a rename")[k % 3]
+            if mode == "aimed at a write":
                 # Fire the moment a new temp file shows up: a checkpoint is being written.
                 deadline = time.monotonic() + 30
                 while not (temp_files(run_dir) - leftovers) and time.monotonic() < deadline:
@@ -169,6 +187,15 @@ def kill_loop(kills: int, out_dir: Path, seed: int = 0, start_timeout: float = 1
                         break
                     time.sleep(0.0005)
                 result.kills_aimed_at_writes += 1
+            elif mode == "aimed after a rename":
+                # Fire the moment a new step file has its name: latest.pt is about to follow.
+                before = step_files(run_dir)
+                deadline = time.monotonic() + 30
+                while not (step_files(run_dir) - before) and time.monotonic() < deadline:
+                    if launch.proc.poll() is not None:
+                        break
+                    time.sleep(0.0002)
+                result.kills_aimed_after_rename += 1
             else:
                 time.sleep(rng.uniform(0.0, 3.0))
             launch.kill()
@@ -191,7 +218,7 @@ def kill_loop(kills: int, out_dir: Path, seed: int = 0, start_timeout: float = 1
                 result.resumes_ok += 1
             result.resumed_steps.append(step)
             leftovers = temp_files(run_dir)  # a resume may clear stale temp files
-            log(f"kill {k + 1}/{kills}: exit {code}, {'aimed at a write' if aimed else 'random moment'}"
+            log(f"kill {k + 1}/{kills}: exit {code}, {mode}"
                 f"{', landed mid-write' if mid_write else ''}; newest valid step {newest}; resumed at {step}")
         # Last launch: let it run a moment, then stop it the polite way.
         time.sleep(1.0)
