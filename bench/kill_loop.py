@@ -136,6 +136,13 @@ def step_files(run_dir: Path) -> set[str]:
         return set()
 
 
+def wait_for_new_name(names, before: set[str], proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Poll (every 0.2 ms) until names() holds one not in `before`, the process ends, or time is up."""
+    deadline = time.monotonic() + timeout
+    while not (names() - before) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.0002)
+
+
 def verify_checkpoints(run_dir: Path, result: KillLoopResult) -> int | None:
     """Load every *.pt; returns the newest valid step (None when there is none)."""
     newest = None
@@ -181,20 +188,11 @@ def kill_loop(kills: int, out_dir: Path, seed: int = 0, start_timeout: float = 1
             mode = ("random moment", "aimed at a write", "aimed after a rename")[k % 3]
             if mode == "aimed at a write":
                 # Fire the moment a new temp file shows up: a checkpoint is being written.
-                deadline = time.monotonic() + 30
-                while not (temp_files(run_dir) - leftovers) and time.monotonic() < deadline:
-                    if launch.proc.poll() is not None:
-                        break
-                    time.sleep(0.0005)
+                wait_for_new_name(lambda: temp_files(run_dir), leftovers, launch.proc)
                 result.kills_aimed_at_writes += 1
             elif mode == "aimed after a rename":
                 # Fire the moment a new step file has its name: latest.pt is about to follow.
-                before = step_files(run_dir)
-                deadline = time.monotonic() + 30
-                while not (step_files(run_dir) - before) and time.monotonic() < deadline:
-                    if launch.proc.poll() is not None:
-                        break
-                    time.sleep(0.0002)
+                wait_for_new_name(lambda: step_files(run_dir), step_files(run_dir), launch.proc)
                 result.kills_aimed_after_rename += 1
             else:
                 time.sleep(rng.uniform(0.0, 3.0))

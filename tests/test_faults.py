@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import math
 import os
 import pty
 import re
@@ -173,6 +172,67 @@ def test_resume_skips_a_corrupt_newest_file(trained_run, tmp_path):
     (run_dir / "step_300.pt").write_bytes(data[: len(data) // 2])
     _, path = resolve_resume(run_dir)
     assert path.name == "step_200.pt"
+
+
+CRASH_MID_WRITE = r"""
+import os, sys
+from pathlib import Path
+from a2c_tui import checkpoints as ckpt
+
+target, kind = Path(sys.argv[1]), sys.argv[2]
+real_fdopen = os.fdopen
+
+
+class PowerCut:
+    def __init__(self, f):
+        self.f = f
+
+    def write(self, data):
+        self.f.write(data[: len(data) // 2])
+        self.f.flush()
+        os._exit(9)  # the process dies mid-write: no cleanup, no rename
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+class Os:
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+    def fdopen(self, *args, **kwargs):
+        return PowerCut(real_fdopen(*args, **kwargs))
+
+
+ckpt.os = Os()
+if kind == "checkpoint":
+    ckpt.save(target, ckpt.load(target))  # rewriting a file under its own name (a resumed run does)
+else:
+    ckpt.update_index(target.parent, {"latest": "step_999.pt"})
+"""
+
+
+@pytest.mark.parametrize("kind", ["checkpoint", "index"])
+def test_death_mid_write_leaves_the_old_file_whole(trained_run, tmp_path, kind):
+    """kill -9 in the middle of a write, made certain: the name still holds the old file."""
+    run_dir = copy_run(trained_run, tmp_path)
+    target = run_dir / ("step_300.pt" if kind == "checkpoint" else "index.json")
+    before = digest(target)
+    proc = subprocess.run([sys.executable, "-c", CRASH_MID_WRITE, str(target), kind], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 9, proc.stderr[-2000:]
+    assert temp_files(run_dir), "the write did not start"
+    assert digest(target) == before
+    if kind == "checkpoint":
+        assert ckpt.load(target)["step"] == 300
+    else:
+        assert ckpt.read_index(run_dir)["latest"] == "step_300.pt"
 
 
 def test_resume_clears_temp_files_left_by_a_killed_write(trained_run, tmp_path):
@@ -528,8 +588,9 @@ def test_tensorboard_writer_dying_on_a_full_disk_does_not_hang_training(tmp_path
     monkeypatch.setattr(threading, "excepthook", lambda args: None)  # the writer thread's traceback
     trainer.start()
     try:
-        # 20 scalars a record, one record an update: its queue (10 items) is full within an update.
-        wait_until(lambda: trainer.step >= 400, 60, "training to go past the dead TensorBoard writer")
+        # ~20 scalars a record, one record an update (10 steps): 1,000 steps are ~2,000 events,
+        # past any queue tensorboardX is given (10 by default, 1,000 here).
+        wait_until(lambda: trainer.step >= 1000, 60, "training to go past the dead TensorBoard writer")
         assert any("TensorBoard" in e.text for e in events.errors())
         assert trainer.stop().result(timeout=60) is not None  # the stop checkpoint is still written
     finally:
