@@ -685,12 +685,6 @@ def test_headless_non_finite_update_exits_1_and_resume_starts_at_the_last_good_c
 
 
 # ----- evaluations beside training ---------------------------------------------------------
-def os_threads() -> int:
-    """All of this process's threads (Python's, torch's, ALE's C++ pools)."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
-
-
 def _run_threads(target, count: int, timeout: float) -> list[BaseException]:
     """Run `target(i)` in `count` threads; a thread still running after `timeout` is a deadlock."""
     failures: list[BaseException] = []
@@ -746,7 +740,21 @@ def test_repeated_evaluations_while_training(training):
     assert handle.stop().result(timeout=60) is not None
 
 
-def test_cancelled_evaluation_stops_promptly_and_closes_its_envs(training):
+def test_cancelled_evaluation_stops_promptly_and_closes_its_envs(training, monkeypatch):
+    import a2c_tui.evaluate
+
+    opened = []
+
+    def make_envs(*args, **kwargs):
+        envs = real_make_envs(*args, **kwargs)
+        opened.append(envs)
+        close = envs.close
+        envs.closed = False
+        envs.close = lambda: (close(), setattr(envs, "closed", True))
+        return envs
+
+    real_make_envs = a2c_tui.evaluate.make_envs
+    monkeypatch.setattr(a2c_tui.evaluate, "make_envs", make_envs)
     handle = training()
     cancel = threading.Event()
     progressed = threading.Event()
@@ -759,12 +767,11 @@ def test_cancelled_evaluation_stops_promptly_and_closes_its_envs(training):
         with pytest.raises(Cancelled):
             handle.evaluate(None, episodes=10_000, envs=2, progress=on_progress, cancel=cancel)
 
-    threads_before = os_threads()
     assert _run_threads(long_evaluation, 1, timeout=120) == []
     assert progressed.is_set()
     # Cancelled before it started: refused at once.
     assert _run_threads(long_evaluation, 1, timeout=30) == []
-    wait_until(lambda: os_threads() <= threads_before, 10, "the evaluation's env threads to end")
+    assert opened and all(envs.closed for envs in opened)  # the envs' C++ thread pools went with them
     assert handle.state == State.RUNNING
 
 
