@@ -13,7 +13,15 @@ class Rollout:
                  device: torch.device):
         self.n_steps, self.num_envs = n_steps, num_envs
         pin = device.type == "cuda"
-        self.obs = torch.zeros((n_steps, num_envs, *obs_shape), dtype=obs_dtype, device=device)
+        if len(obs_shape) == 3:
+            # Images are stored channels-last (each (C, H, W) laid out H, W, C), the layout the
+            # model's convolutions use: copying the env's frames in transposes them once, and
+            # neither acting nor the update has to convert them again.
+            channels, height, width = obs_shape
+            self.obs = torch.zeros((n_steps, num_envs, height, width, channels), dtype=obs_dtype,
+                                   device=device).permute(0, 1, 4, 2, 3)
+        else:
+            self.obs = torch.zeros((n_steps, num_envs, *obs_shape), dtype=obs_dtype, device=device)
         # Rewards and dones arrive from the env as numpy; keep them on the host until the update.
         self.rewards = torch.zeros((n_steps, num_envs), pin_memory=pin)
         self.dones = torch.zeros((n_steps, num_envs), pin_memory=pin)

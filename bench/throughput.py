@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -39,15 +40,21 @@ def timed(step, steps_per_call: int, seconds: float, warmup: int = 20) -> float:
     return calls * steps_per_call / (time.perf_counter() - start)
 
 
-def bench_ours(config: cfg.Config, seconds: float) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(config.replace(**{"run.out_dir": tmp}), tensorboard=False)
-        try:
-            batch = config.env.num_envs * config.algo.n_steps
-            return timed(trainer.train_update, batch, seconds)
-        finally:
-            trainer.metrics.close()
-            trainer.envs.close()
+class Ours:
+    """A headless Trainer on the config; measure(seconds) -> steps/s of train_update."""
+
+    def __init__(self, config: cfg.Config):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.trainer = Trainer(config.replace(**{"run.out_dir": self.tmp.name}), tensorboard=False)
+        self.batch = config.env.num_envs * config.algo.n_steps
+
+    def measure(self, seconds: float) -> float:
+        return timed(self.trainer.train_update, self.batch, seconds, warmup=5)
+
+    def close(self) -> None:
+        self.trainer.metrics.close()
+        self.trainer.envs.close()
+        self.tmp.cleanup()
 
 
 def bench_env_only(config: cfg.Config, seconds: float) -> float:
@@ -80,48 +87,56 @@ def bench_network_only(config: cfg.Config, seconds: float, device: torch.device)
     return timed(one_update, t * n, seconds, warmup=5)
 
 
-def bench_sb3(config: cfg.Config, seconds: float, device: torch.device) -> float:
-    import gymnasium as gym
-    import ale_py
-    from stable_baselines3 import A2C
-    from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.env_util import make_atari_env
-    from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
-    from stable_baselines3.common.vec_env import VecFrameStack
+class SB3:
+    """stable-baselines3's A2C on the same settings; measure(seconds) -> steps/s of learn()."""
 
-    gym.register_envs(ale_py)
-    algo = config.algo
-    env = VecFrameStack(make_atari_env("SpaceInvadersNoFrameskip-v4", n_envs=config.env.num_envs, seed=0), 4)
-    model = A2C("CnnPolicy", env, n_steps=algo.n_steps, gamma=algo.gamma, learning_rate=algo.lr,
-                ent_coef=algo.entropy_coef, vf_coef=algo.value_coef, max_grad_norm=algo.max_grad_norm,
-                policy_kwargs=dict(optimizer_class=RMSpropTFLike, optimizer_kwargs=dict(eps=algo.rms_eps)),
-                device=device, seed=0, verbose=0)
+    def __init__(self, config: cfg.Config, device: torch.device):
+        import ale_py
+        import gymnasium as gym
+        from stable_baselines3 import A2C
+        from stable_baselines3.common.env_util import make_atari_env
+        from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
+        from stable_baselines3.common.vec_env import VecFrameStack
 
-    class Clock(BaseCallback):
-        def __init__(self):
-            super().__init__()
-            self.marks: list[tuple[float, int]] = []
+        gym.register_envs(ale_py)
+        algo = config.algo
+        self.env = VecFrameStack(make_atari_env("SpaceInvadersNoFrameskip-v4", n_envs=config.env.num_envs, seed=0), 4)
+        self.model = A2C("CnnPolicy", self.env, n_steps=algo.n_steps, gamma=algo.gamma, learning_rate=algo.lr,
+                         ent_coef=algo.entropy_coef, vf_coef=algo.value_coef, max_grad_norm=algo.max_grad_norm,
+                         policy_kwargs=dict(optimizer_class=RMSpropTFLike, optimizer_kwargs=dict(eps=algo.rms_eps)),
+                         device=device, seed=0, verbose=0)
+        self.fresh = True
 
-        def _on_rollout_end(self) -> None:
-            self.marks.append((time.perf_counter(), self.num_timesteps))
-            if len(self.marks) > 20 and self.marks[-1][0] - self.marks[20][0] >= seconds:
-                self.model.stop_training = True  # SB3 checks this through _on_step's return
+    def measure(self, seconds: float, warmup: int = 5) -> float:
+        from stable_baselines3.common.callbacks import BaseCallback
 
-        def _on_step(self) -> bool:
-            return not getattr(self.model, "stop_training", False)
+        class Clock(BaseCallback):
+            def __init__(self):
+                super().__init__()
+                self.marks: list[tuple[float, int]] = []
 
-    clock = Clock()
-    model.learn(total_timesteps=10**9, callback=clock)
-    env.close()
-    (t0, s0), (t1, s1) = clock.marks[20], clock.marks[-1]
-    return (s1 - s0) / (t1 - t0)
+            def _on_rollout_end(self) -> None:
+                self.marks.append((time.perf_counter(), self.num_timesteps))
+
+            def _on_step(self) -> bool:  # False stops learn()
+                return not (len(self.marks) > warmup and self.marks[-1][0] - self.marks[warmup][0] >= seconds)
+
+        clock = Clock()
+        self.model.learn(total_timesteps=10**9, callback=clock, reset_num_timesteps=self.fresh)
+        self.fresh = False
+        (t0, s0), (t1, s1) = clock.marks[warmup], clock.marks[-1]
+        return (s1 - s0) / (t1 - t0)
+
+    def close(self) -> None:
+        self.env.close()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/space_invaders.toml")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--seconds", type=float, default=60.0, help="measuring time per figure")
+    parser.add_argument("--seconds", type=float, default=60.0, help="measuring time per figure (split over the rounds)")
+    parser.add_argument("--rounds", type=int, default=4, help="alternating windows per side")
     parser.add_argument("--skip-sb3", action="store_true")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
@@ -139,13 +154,35 @@ def main() -> int:
     print(f"env only (random actions): {results['env_only']:,.0f} steps/s", flush=True)
     results["network_only"] = bench_network_only(config, args.seconds / 2, device)
     print(f"network only (act + update): {results['network_only']:,.0f} steps/s", flush=True)
-    results["ours"] = bench_ours(config, args.seconds)
-    print(f"a2c-tui headless: {results['ours']:,.0f} steps/s", flush=True)
-    if not args.skip_sb3:
-        torch.set_num_threads(choose_threads(config, device))
-        results["sb3"] = bench_sb3(config, args.seconds, device)
-        results["ratio"] = results["ours"] / results["sb3"]
-        print(f"stable-baselines3 A2C: {results['sb3']:,.0f} steps/s; ratio {results['ratio']:.2f}x", flush=True)
+    ours = Ours(config)
+    sb3 = None if args.skip_sb3 else SB3(config, device)
+    window = args.seconds / args.rounds
+    rounds = []
+    try:
+        for r in range(args.rounds):
+            # Alternate windows (ours, sb3, sb3, ours, ...) so drifting load hits both alike.
+            pair = {}
+            for name in (("ours", "sb3") if r % 2 == 0 else ("sb3", "ours")):
+                if name == "ours" or sb3 is not None:
+                    torch.set_num_threads(choose_threads(config, device))
+                    pair[name] = (ours if name == "ours" else sb3).measure(window)
+            rounds.append(pair)
+            line = f"round {r + 1}: a2c-tui {pair['ours']:,.0f} steps/s"
+            if sb3 is not None:
+                line += f", stable-baselines3 {pair['sb3']:,.0f} steps/s, ratio {pair['ours'] / pair['sb3']:.2f}x"
+            print(line, flush=True)
+    finally:
+        ours.close()
+        if sb3 is not None:
+            sb3.close()
+    results["rounds"] = rounds
+    results["ours"] = statistics.median(p["ours"] for p in rounds)
+    print(f"a2c-tui headless: {results['ours']:,.0f} steps/s (median of {args.rounds} windows)", flush=True)
+    if sb3 is not None:
+        results["sb3"] = statistics.median(p["sb3"] for p in rounds)
+        results["ratio"] = statistics.median(p["ours"] / p["sb3"] for p in rounds)
+        print(f"stable-baselines3 A2C: {results['sb3']:,.0f} steps/s; ratio {results['ratio']:.2f}x "
+              f"(median of the rounds' ratios)", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

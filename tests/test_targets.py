@@ -159,3 +159,20 @@ def test_truncation_bootstraps_from_final_obs_in_collect(tmp_path):
     # env 1: t3 = 4 (cut);        t2 = 0 + .5*4 = 2;      t1 = 2 + .5*2 = 3;        t0 = 0 + .5*3 = 1.5
     assert targets[:, 0].tolist() == pytest.approx([3.5, 5.0, 2.75, 3.5])
     assert targets[:, 1].tolist() == pytest.approx([1.5, 3.0, 2.0, 4.0])
+
+
+def test_image_rollout_is_stored_channels_last_and_flattens_without_a_copy():
+    """The model's convolutions run channels-last; the rollout keeps frames in that layout so
+    neither acting (one row) nor the update (all rows) converts them again."""
+    from a2c_tui.rollout import Rollout
+
+    rollout = Rollout(5, 3, (4, 84, 84), torch.uint8, torch.device("cpu"))
+    frames = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    rollout.obs[2].copy_(frames)
+    flat = rollout.obs.reshape(15, 4, 84, 84)
+    assert flat.data_ptr() == rollout.obs.data_ptr()
+    assert flat.is_contiguous(memory_format=torch.channels_last)
+    assert rollout.obs[0].is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(flat[6:9], frames)  # same values, only the layout differs
+    vectors = Rollout(5, 3, (4,), torch.float32, torch.device("cpu"))
+    assert vectors.obs.is_contiguous()
