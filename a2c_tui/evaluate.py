@@ -19,7 +19,7 @@ import torch
 
 from a2c_tui.config import Config
 from a2c_tui.envs import make_envs
-from a2c_tui.model import ActorCritic, act
+from a2c_tui.model import ActorCritic, choose_actions
 
 
 class Cancelled(Exception):
@@ -78,7 +78,13 @@ def evaluate(config: Config, weights: dict[str, torch.Tensor], episodes: int = 1
         while len(scores) < episodes:
             if cancel is not None and cancel.is_set():
                 raise Cancelled(f"evaluation cancelled after {len(scores)} of {episodes} games")
-            actions = act(model, torch.as_tensor(obs, device=device), greedy=greedy, generator=generator).actions
+            # Only envs playing a counted game need the network; the others (the run's tail)
+            # play no-ops until the counted games are over.
+            rows = np.flatnonzero(counted)
+            actions = np.zeros(num_envs, dtype=np.int64)
+            if rows.size:
+                batch = obs if rows.size == num_envs else obs[rows]
+                actions[rows] = choose_actions(model, torch.as_tensor(batch, device=device), greedy, generator)
             step = envs.step(actions)
             obs = step.obs
             for i, score, length in step.finished:

@@ -86,6 +86,13 @@ def sample(logits: torch.Tensor, greedy: bool = False, generator: torch.Generato
 
 
 @torch.inference_mode()
+def choose_actions(model: ActorCritic, obs: torch.Tensor, greedy: bool = False,
+                   generator: torch.Generator | None = None) -> np.ndarray:
+    """Actions only (what playing needs): act() without the log-probs, values and entropy."""
+    return sample(model(obs)[0], greedy, generator).cpu().numpy()
+
+
+@torch.inference_mode()
 def act(model: ActorCritic, obs: torch.Tensor, greedy: bool = False, generator: torch.Generator | None = None) -> Act:
     """Policy step on a batch of observations already on the model's device. `generator`:
     a random stream of its own (an evaluation beside training must not draw from the trainer's)."""

@@ -4,7 +4,7 @@ course notebook's way: gymnasium's Atari env and wrappers), with the same weight
 against a2c-tui's own single-game env, which skips gymnasium's Python wrappers.
 
     .venv/bin/python bench/eval_speed.py [--checkpoint RUN/latest.pt] [--episodes 100]
-        [--envs 16] [--baseline-games 10] [--json out.json]
+        [--envs 16] [--env-threads 0] [--baseline-games 10] [--json out.json]
 
 Without --checkpoint it uses freshly initialised weights (short, random-looking games).
 """
@@ -85,6 +85,7 @@ def main() -> int:
     parser.add_argument("--config", default="configs/space_invaders.toml")
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--envs", type=int, default=16)
+    parser.add_argument("--env-threads", type=int, default=0, help="emulator threads (0: one per core)")
     parser.add_argument("--baseline-games", type=int, default=10)
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -97,6 +98,8 @@ def main() -> int:
         torch.manual_seed(0)
         weights = ActorCritic((4, 84, 84), 6).state_dict()
 
+    # An evaluation on its own uses every core for the emulators, whatever the run trained with.
+    config = config.replace(**{"env.num_threads": args.env_threads})
     start = time.perf_counter()
     result = evaluate(config, weights, episodes=args.episodes, num_envs=args.envs)
     parallel = args.episodes / (time.perf_counter() - start)

@@ -217,3 +217,22 @@ def test_evaluation_reports_progress_and_can_be_cancelled(monkeypatch):
 
     with pytest.raises(evaluation.Cancelled):
         evaluation.evaluate(config, weights, episodes=50, num_envs=2, progress=stop_after_two, cancel=cancel)
+
+
+def test_evaluation_runs_the_policy_only_for_counted_games(monkeypatch):
+    """Once N games have started, envs that go on playing uncounted games get no-ops, not a
+    forward pass: every row the policy sees is a step of one of the N counted games."""
+    config = load_config("cartpole", "unused")
+    weights = ActorCritic((4,), 2).state_dict()
+    monkeypatch.setattr(evaluation, "make_envs", lambda *a, **k: CoinFlipGames(a[1], np.random.default_rng(2)))
+    fed = []
+    real = evaluation.choose_actions
+
+    def spy(model, obs, *args):
+        fed.append(len(obs))
+        return real(model, obs, *args)
+
+    monkeypatch.setattr(evaluation, "choose_actions", spy)
+    result = evaluation.evaluate(config, weights, episodes=9, num_envs=4)
+    assert fed[0] == 4 and min(fed) < 4
+    assert sum(fed) == sum(result["lengths"])
