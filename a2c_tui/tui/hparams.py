@@ -88,6 +88,9 @@ class HyperparametersPane(VerticalScroll, can_focus=False):
         self._shown_live: dict[str, str] = {}  # what each live field showed last (unchanged = not edited)
         self._now_text: dict[str, str] = {}
         self._state = ""
+        self._latest: Any = None  # the newest snapshot, drawn while the pane is on screen
+        self._on_screen = False
+        self._said: tuple[str, bool] | None = None
 
     def compose(self) -> ComposeResult:
         schedule = self.config.algo.lr_schedule
@@ -127,6 +130,21 @@ class HyperparametersPane(VerticalScroll, can_focus=False):
 
     # ----- from the app -------------------------------------------------------------------
     def show(self, snapshot: Any) -> None:
+        """The latest snapshot; drawn now if the pane is on screen, else when it is shown
+        (the decaying lr would otherwise cost a layout pass of the whole screen per refresh)."""
+        self._latest = snapshot
+        if self._on_screen:
+            self._draw(snapshot)
+
+    def on_show(self) -> None:
+        self._on_screen = True
+        if self._latest is not None:
+            self._draw(self._latest)
+
+    def on_hide(self) -> None:
+        self._on_screen = False
+
+    def _draw(self, snapshot: Any) -> None:
         for key in LIVE_KEYS:
             value = snapshot.hparams.get(key)
             if value is None:
@@ -163,6 +181,11 @@ class HyperparametersPane(VerticalScroll, can_focus=False):
         self.say("")
 
     def say(self, text: str, error: bool = False) -> None:
+        # The lr field follows the decaying lr at every refresh, and each change asks to clear
+        # the message: only a real change may cost a layout pass.
+        if self._said == (text, error):
+            return
+        self._said = (text, error)
         message = self.query_one("#hp-message", Static)
         message.set_class(error, "-error")
         message.update(text)
