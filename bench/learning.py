@@ -50,7 +50,7 @@ def main() -> int:
     print(f"{args.label}: {last['step']:,} steps, last-100 score {last['score']:.1f}, {last['games']} games")
     print("| steps | " + " | ".join([args.label, *REFERENCES]) + " |")
     print("|---" * (len(REFERENCES) + 2) + "|")
-    for step in (500_000, 1_000_000, 2_000_000, 3_000_000, 5_000_000, 10_000_000):
+    for step in (500_000, *range(1_000_000, 10_000_001, 1_000_000)):
         ours = score_at(records, step)
         cells = [f"{ours:.0f}" if ours is not None else "–"]
         cells += [f"{ref[step]:g}" if step in ref else "" for ref in REFERENCES.values()]

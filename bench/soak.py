@@ -76,7 +76,20 @@ class SoakResult:
             "ui_ms_p99": latencies[int(0.99 * (len(latencies) - 1))] if latencies else None,
             "ui_ms_max": latencies[-1] if latencies else None,
             "ui_unanswered": sum(1 for s in self.samples if s["ui_ms"] is None),
+            **self.rss_trend(warmup),
         }
+
+    def rss_trend(self, warmup: float) -> dict:
+        """Least-squares slope of the quiet samples' RSS: a slow steady rise that the two
+        quarters' medians can hide (the 30-minute run in BENCHMARKS.md)."""
+        quiet = [s for s in self.samples if s["t"] >= warmup and not s["evaluating"]]
+        if len(quiet) < 8:
+            return {"rss_slope_mb_per_h": None, "quiet_span_min": 0.0}
+        ts = [s["t"] for s in quiet]
+        mean_t, mean_r = statistics.fmean(ts), statistics.fmean(s["rss_mb"] for s in quiet)
+        var = sum((t - mean_t) ** 2 for t in ts)
+        slope = sum((s["t"] - mean_t) * (s["rss_mb"] - mean_r) for s in quiet) / var if var else 0.0
+        return {"rss_slope_mb_per_h": slope * 3600, "quiet_span_min": (ts[-1] - ts[0]) / 60}
 
     def flat(self, warmup: float) -> list[str]:
         """What grew (empty when flat)."""
@@ -84,6 +97,8 @@ class SoakResult:
         problems = []
         if v["rss_growth_mb"] > max(30.0, 0.05 * v["rss_first_mb"]):
             problems.append(f"RSS grew {v['rss_growth_mb']:.0f} MB")
+        if v["quiet_span_min"] >= 15 and v["rss_slope_mb_per_h"] > 20:  # short runs: too noisy to tell
+            problems.append(f"RSS rising {v['rss_slope_mb_per_h']:.0f} MB/hour")
         if v["threads_last_max"] > v["threads_first_max"] + 2:
             problems.append(f"threads {v['threads_first_max']} -> {v['threads_last_max']}")
         if v["fds_last_max"] > v["fds_first_max"] + 4:
