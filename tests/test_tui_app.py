@@ -360,3 +360,24 @@ def test_bad_arguments_fail_before_the_screen_opens(tmp_path, capsys):
     assert main(["--resume", str(tmp_path / "nothing.pt")]) == 2
     err = capsys.readouterr().err
     assert "algo.lr = 5" in err and "does not exist" in err
+
+
+@sync
+async def test_hidden_hyperparameters_pane_catches_up_when_shown(fake):
+    """The pane skips drawing while hidden (the decaying lr would force a layout pass per
+    refresh) and shows the newest values, and the state's editable fields, when opened."""
+    app = A2CApp(fake)
+    async with app.run_test() as pilot:
+        await pilot.pause(0.3)
+        pane = app.hparams_pane
+        lr_field, now_lr = app.query_one("#live-lr", Input), pane._now["lr"]
+        shown_before = now_lr.text
+        fake.hparams["lr"] = 3.25e-4
+        fake.step += 800
+        fake.emit(fake.snapshot())
+        await until(pilot, lambda: app.snapshot.step == fake.step, what="the snapshot")
+        await pilot.pause(0.3)
+        assert now_lr.text == shown_before and lr_field.value != "0.000325"  # hidden: not drawn
+        await pilot.press("2")
+        await until(pilot, lambda: "0.000325" in now_lr.text, what="the pane to catch up")
+        assert lr_field.value == "0.000325"
