@@ -381,3 +381,28 @@ async def test_hidden_hyperparameters_pane_catches_up_when_shown(fake):
         await pilot.press("2")
         await until(pilot, lambda: "0.000325" in now_lr.text, what="the pane to catch up")
         assert lr_field.value == "0.000325"
+
+
+@sync
+async def test_switching_panes_does_not_keep_old_footer_keys_alive(fake):
+    """Every pane switch rebuilds the footer's keys; Textual kept each old key alive through
+    a watcher on the Footer (~20 widgets per switch, the soak's RSS rise). After many
+    switches only the keys on screen (and not-yet-collected garbage) may remain."""
+    import gc
+
+    from textual.widgets._footer import FooterKey
+
+    def live_keys() -> int:
+        gc.collect()
+        return sum(isinstance(o, FooterKey) for o in gc.get_objects())
+
+    app = A2CApp(fake)
+    async with app.run_test() as pilot:
+        await pilot.pause(0.3)
+        before = live_keys()
+        for _ in range(15):
+            for key in ("4", "1"):
+                await pilot.press(key)
+                await pilot.pause(0.05)
+        await pilot.pause(0.3)
+        assert before > 0 and live_keys() <= before + 12, (before, live_keys())

@@ -25,11 +25,12 @@ from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Input, TabbedContent, TabPane, Tabs
+from textual.widgets import Input, TabbedContent, TabPane, Tabs
 
 from a2c_tui.tui.checkpoints import CheckpointsPane
 from a2c_tui.tui.dialogs import QUIT, SAVE_AND_QUIT, ConfirmScreen, HelpScreen, QuitScreen
 from a2c_tui.tui.evaluation import EvaluationPane, summary_text
+from a2c_tui.tui.footer import Footer
 from a2c_tui.tui.gameview import GamePane, live_weights
 from a2c_tui.tui.hparams import HyperparametersPane
 from a2c_tui.tui.log import LogView
