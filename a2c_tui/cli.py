@@ -29,7 +29,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key, e.g. --set algo.lr=3e-4 (repeatable)")
     p.add_argument("--resume", metavar="RUN_OR_CKPT",
-                   help="continue a run: its directory (uses latest.pt) or a checkpoint file")
+                   help="continue a run: its directory (its newest valid checkpoint) or a checkpoint file; "
+                        "--set may then change only threads, device and checkpoint cadence")
 
 
 def build_parser() -> Parser:
@@ -68,14 +69,18 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def load_config(args):
+    """The config for a new run, or for --resume the defaults (unused) and the validated
+    --set overrides a resumed run may take (config.RESUME_KEYS)."""
     from a2c_tui import config as cfg
 
+    if args.resume:
+        if args.config:
+            raise UsageError("--resume continues a run with its saved config; drop --config")
+        return cfg.load(None), cfg.resume_overrides(args.overrides)
     path = args.config
-    if path is None and not args.resume:
+    if path is None:
         path = DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None
-    if args.resume and (args.config or args.overrides):
-        raise UsageError("--resume continues a run with its saved config; drop --config/--set")
-    return cfg.load(path, args.overrides)
+    return cfg.load(path, args.overrides), None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,20 +93,20 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_eval(args)
         if args.command == "record":
             return cmd_record(args)
-        config = load_config(args)
+        config, resume_overrides = load_config(args)
         if args.command == "train" and args.headless:
-            return cmd_train_headless(args, config)
+            return cmd_train_headless(args, config, resume_overrides)
         from a2c_tui.tui.app import run_app
 
-        return run_app(config, resume=args.resume, paused=args.paused)
+        return run_app(config, resume=args.resume, paused=args.paused, resume_overrides=resume_overrides)
     except (UsageError, ConfigError, CheckpointError) as e:
         return _fail(str(e))
 
 
-def cmd_train_headless(args, config) -> int:
+def cmd_train_headless(args, config, resume_overrides=None) -> int:
     from a2c_tui.trainer import Event, Snapshot, State, Trainer
 
-    trainer = Trainer(config, resume=args.resume)
+    trainer = Trainer(config, resume=args.resume, resume_overrides=resume_overrides)
     report = _Reporter(trainer)
     trainer.subscribe(report)
 

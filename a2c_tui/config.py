@@ -75,6 +75,11 @@ SECTIONS = {"run": RunConfig, "env": EnvConfig, "algo": AlgoConfig}
 # Hyperparameters the trainer accepts while running (applied at the next update).
 LIVE_KEYS = ("lr", "entropy_coef", "value_coef", "max_grad_norm", "gamma")
 
+# How a run uses the machine, not what it learns: the only keys `--set` may change when a
+# run is resumed (e.g. on a bigger box). Everything else comes from the checkpoint.
+RESUME_KEYS = ("run.device", "run.torch_threads", "env.num_threads", "run.checkpoint_every", "run.keep_last",
+               "run.log_every")
+
 
 def _check_range(key: str, value: Any) -> None:
     """Raise ConfigError if `value` is outside what `key` allows."""
@@ -196,6 +201,17 @@ def parse_override(text: str) -> tuple[str, Any]:
     except tomllib.TOMLDecodeError:
         value = raw  # a bare word such as SpaceInvaders or cpu
     return key, value
+
+
+def resume_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Validated `--set` overrides for a resumed run: RESUME_KEYS only."""
+    values = dict(parse_override(o) for o in overrides)
+    for key, value in values.items():
+        if key not in RESUME_KEYS:
+            raise ConfigError(f"--set {key} cannot change on --resume (the run keeps its saved config); "
+                              f"allowed: {', '.join(RESUME_KEYS)}")
+        values[key] = check_value(key, value)
+    return values
 
 
 def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

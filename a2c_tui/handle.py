@@ -25,9 +25,10 @@ class LocalHandle:
         self.trainer = trainer
 
     @classmethod
-    def create(cls, config: Config, resume: str | None = None) -> LocalHandle:
+    def create(cls, config: Config, resume: str | None = None,
+               resume_overrides: dict[str, Any] | None = None) -> LocalHandle:
         """Build the trainer (may raise ConfigError / CheckpointError: one-line messages)."""
-        return cls(Trainer(config, resume=resume))
+        return cls(Trainer(config, resume=resume, resume_overrides=resume_overrides))
 
     # --- facts about the run ---
     @property

@@ -25,7 +25,7 @@ import torch
 
 from a2c_tui import checkpoints as ckpt
 from a2c_tui.a2c import NonFiniteError, make_optimizer, scheduled_lr, update
-from a2c_tui.config import LIVE_KEYS, Config, ConfigError, check_value, to_toml
+from a2c_tui.config import LIVE_KEYS, RESUME_KEYS, Config, ConfigError, check_value, to_toml
 from a2c_tui.envs import is_atari, make_envs
 from a2c_tui.metrics import MetricsSink, ScoreWindow, read_jsonl
 from a2c_tui.model import ActorCritic, act
@@ -113,12 +113,18 @@ class Trainer:
     """A2C on a batch of envs. Drive it with start()/run() and the command methods."""
 
     def __init__(self, config: Config, run_dir: str | Path | None = None, resume: str | Path | None = None,
-                 tensorboard: bool = True):
+                 tensorboard: bool = True, resume_overrides: dict[str, Any] | None = None):
+        """`resume` continues a run with its saved config; `resume_overrides` may change its
+        config.RESUME_KEYS (threads, device, checkpoint cadence), nothing else."""
         payload = None
         if resume is not None:
             run_dir, path = resolve_resume(resume)
             payload = ckpt.load(path)
             config = config_from_payload(payload, path)
+            if resume_overrides:
+                if set(resume_overrides) - set(RESUME_KEYS):
+                    raise ConfigError(f"only {', '.join(RESUME_KEYS)} can change when a run is resumed")
+                config = config.replace(**resume_overrides)
         self.config = config
         self.device = resolve_device(config.run.device)
         torch.set_num_threads(choose_threads(config, self.device))

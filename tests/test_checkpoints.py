@@ -95,6 +95,37 @@ def test_resume_from_a_named_checkpoint_file(trained):
         resumed.envs.close()
 
 
+def test_resume_may_change_machine_settings_and_nothing_else(trained, capsys):
+    """Moving a run to a bigger box: --set on --resume changes threads and checkpoint cadence,
+    the run keeps everything it learns with; any other key is refused before anything is written."""
+    from a2c_tui import config as cfg
+    from a2c_tui.cli import main
+
+    trainer, path = trained
+    overrides = cfg.resume_overrides(["env.num_threads=2", "run.keep_last=7", "run.checkpoint_every=300"])
+    resumed = Trainer(trainer.config, resume=path.parent, tensorboard=False, resume_overrides=overrides)
+    try:
+        assert (resumed.config.env.num_threads, resumed.config.run.keep_last, resumed.config.run.checkpoint_every) \
+            == (2, 7, 300)
+        assert resumed.config.algo == trainer.config.algo and resumed.config.run.total_steps == 20000
+        assert resumed.step == 600 and resumed.current_lr() == pytest.approx(trainer.current_lr())
+        assert "keep_last = 7" in (path.parent / "config.toml").read_text()  # saved for the next resume
+    finally:
+        resumed.metrics.close()
+        resumed.envs.close()
+
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in path.parent.iterdir())
+    for bad, named in ((["--set", "algo.lr=1e-3"], "algo.lr"), (["--set", "env.num_envs=8"], "env.num_envs"),
+                       (["--set", "env.num_threads=-1"], "env.num_threads = -1"),
+                       (["--config", "configs/smoke.toml"], "drop --config")):
+        assert main(["train", "--headless", "--resume", str(path.parent), *bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and named in err, err
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in path.parent.iterdir()) == before
+    with pytest.raises(cfg.ConfigError):  # the trainer checks too, for callers other than the CLI
+        Trainer(trainer.config, resume=path.parent, tensorboard=False, resume_overrides={"algo.lr": 1e-3})
+
+
 def test_retention_keeps_the_newest_periodic_files(tmp_path):
     for step in (100, 200, 300, 400):
         ckpt.save(tmp_path / f"step_{step}.pt", {"step": step})

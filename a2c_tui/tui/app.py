@@ -511,11 +511,12 @@ class A2CApp(App[int]):
             self.checkpoints_pane.action_delete()
 
 
-def run_app(config: Any, resume: str | None = None, paused: bool = False) -> int:
+def run_app(config: Any, resume: str | None = None, paused: bool = False,
+            resume_overrides: dict[str, Any] | None = None) -> int:
     """Build the trainer (ConfigError/CheckpointError propagate before the screen opens), run the app."""
     from a2c_tui.handle import LocalHandle  # torch lives behind the handle
 
-    handle = LocalHandle.create(config, resume)
+    handle = LocalHandle.create(config, resume, resume_overrides)
     app = A2CApp(handle, paused=paused, new_handle=LocalHandle.create, handle_signals=True)
     try:
         app.run()
