@@ -128,16 +128,21 @@ class Trainer:
         self.config = config
         self.device = resolve_device(config.run.device)
         torch.set_num_threads(choose_threads(config, self.device))
-        self.run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config)
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f"run.out_dir = {config.run.out_dir!r} is not allowed: cannot create {self.run_dir} "
-                              f"({e.strerror or e})") from None
-
         torch.manual_seed(config.run.seed)
         np.random.seed(config.run.seed % 2**32)
-        self.envs = self._make_envs(seed=config.run.seed)
+        self.envs = self._make_envs(seed=config.run.seed)  # first: a game that fails to start leaves no run dir
+        try:
+            if payload is not None:
+                ckpt.check_compatible(payload, config.env.id, self.envs.n_actions, self.envs.observation_shape, resume)
+            self.run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config)
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ConfigError(f"run.out_dir = {config.run.out_dir!r} is not allowed: cannot create "
+                                  f"{self.run_dir} ({e.strerror or e})") from None
+        except BaseException:
+            self.envs.close()  # else ALE's thread pool lives on until garbage collection
+            raise
         self.model = ActorCritic(self.envs.observation_shape, self.envs.n_actions).to(self.device)
         algo = config.algo
         self.optimizer = make_optimizer(algo.optimizer, self.model.parameters(), algo.lr, algo.rms_alpha, algo.rms_eps)
@@ -152,7 +157,6 @@ class Trainer:
         self._failed_checkpoint_step = 0  # a periodic save that failed (disk full) is retried an interval later
         self._metrics_failing = False  # said once while metrics.jsonl cannot be written, not at every record
         if payload is not None:
-            ckpt.check_compatible(payload, config.env.id, self.envs.n_actions, self.envs.observation_shape, resume)
             self._restore(payload)
             self._truncate_metrics()
             ckpt.remove_stale_temp(self.run_dir)

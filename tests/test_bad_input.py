@@ -547,3 +547,38 @@ def test_bad_input_through_the_cli_is_one_line_exit_2_nothing_written(real_check
     assert not (broken_toml.parent / "x").exists()
     assert not files["code_in_zip"][1].exists()
     assert not list((tmp_path / "bad").glob("*.eval.json"))
+
+
+def test_a_run_that_cannot_start_leaves_no_run_dir_and_no_envs(tmp_path, monkeypatch):
+    """Envs that fail to start, or an out_dir that cannot be made: one-line error, no empty run
+    directory, and the envs already started are closed (not left to the garbage collector)."""
+    import a2c_tui.trainer as tr
+
+    config = cfg.load(ROOT / "configs" / "cartpole.toml", [f"run.out_dir={str(tmp_path / 'runs')!r}"])
+    real_make_envs, opened = tr.make_envs, []
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("the game would not start")
+
+    monkeypatch.setattr(tr, "make_envs", failing)
+    with pytest.raises(RuntimeError):
+        tr.Trainer(config, tensorboard=False)
+    assert not (tmp_path / "runs").exists()
+
+    def spied(*args, **kwargs):
+        envs = real_make_envs(*args, **kwargs)
+        opened.append(envs)
+        real_close, envs.closed = envs.close, False
+
+        def close():
+            envs.closed = True
+            real_close()
+        envs.close = close
+        return envs
+
+    monkeypatch.setattr(tr, "make_envs", spied)
+    (tmp_path / "file").write_text("not a directory")
+    blocked = cfg.load(ROOT / "configs" / "cartpole.toml", [f"run.out_dir={str(tmp_path / 'file' / 'runs')!r}"])
+    with pytest.raises(ConfigError, match="cannot create") as e:
+        tr.Trainer(blocked, tensorboard=False)
+    assert "\n" not in str(e.value) and opened[-1].closed
