@@ -8,6 +8,9 @@ Every method here returns quickly (commands are queued for the training thread) 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import threading
 from concurrent.futures import Future
 from pathlib import Path
@@ -18,6 +21,27 @@ from a2c_tui.config import Config, ConfigError
 from a2c_tui.evaluate import EvalProgress, evaluate
 from a2c_tui.metrics import read_jsonl
 from a2c_tui.trainer import Event, Snapshot, State, Trainer
+
+
+@functools.cache
+def _libc() -> Any:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+
+
+def release_free_memory() -> None:
+    """Give the C allocator's free pages back to the system (glibc; elsewhere nothing).
+
+    An evaluation allocates tens of MB (checkpoint, a model, a batch of games) in its worker
+    thread's malloc arena and frees them; without a trim the app's RSS crept up across
+    evaluations although the memory in use stayed flat (BENCHMARKS.md, soak)."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 class LocalHandle:
@@ -117,8 +141,12 @@ class LocalHandle:
             ckpt.check_compatible(payload, self.config.env.id, self.trainer.envs.n_actions,
                                   self.trainer.envs.observation_shape, source)
             weights, label, step = payload["model"], Path(source).name, payload.get("step")
-        result = evaluate(self.config, weights, episodes=episodes, num_envs=envs, greedy=greedy,
-                          progress=progress, cancel=cancel)
+        try:
+            result = evaluate(self.config, weights, episodes=episodes, num_envs=envs, greedy=greedy,
+                              progress=progress, cancel=cancel)
+        finally:
+            weights = payload = None  # free the checkpoint's tensors before the trim
+            release_free_memory()
         result.update(source=label, step=step)
         if source is not None:
             saved = ckpt.record_evaluation(Path(source), result)  # None: the file was rotated out meanwhile

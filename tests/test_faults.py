@@ -815,3 +815,25 @@ def test_soak_app_four_minutes(tmp_path):
     print(result.verdict(60.0))
     assert result.flat(60.0) == []
     assert result.actions.get("evaluate", 0) >= 2 and result.actions.get("edit", 0) >= 2
+
+
+def test_every_evaluation_hands_its_free_memory_back(tmp_path, monkeypatch):
+    """An evaluation's checkpoint, model and games are freed and their pages trimmed when it
+    ends, finished or cancelled (without the trim the app's RSS crept up per evaluation)."""
+    import a2c_tui.handle as handle_module
+
+    trims = []
+    monkeypatch.setattr(handle_module, "release_free_memory", lambda: trims.append(1))
+    handle = LocalHandle(Trainer(small_config(tmp_path), tensorboard=False))
+    try:
+        path = handle.trainer.save_now().result()
+        assert handle.evaluate(path, episodes=1, envs=1)["episodes"] == 1
+        assert len(trims) == 1
+        cancel = threading.Event()
+        cancel.set()
+        with pytest.raises(Cancelled):
+            handle.evaluate(None, episodes=1, envs=1, cancel=cancel)
+        assert len(trims) == 2
+    finally:
+        handle.close(timeout=30)
+    assert handle_module._libc() is None or handle_module._libc().malloc_trim(0) in (0, 1)
