@@ -203,15 +203,18 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def resume_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """Validated `--set` overrides for a resumed run: RESUME_KEYS only."""
-    values = dict(parse_override(o) for o in overrides)
-    for key, value in values.items():
+def check_resume_overrides(values: dict[str, Any]) -> dict[str, Any]:
+    """Overrides for a resumed run, validated: RESUME_KEYS only."""
+    for key in values:
         if key not in RESUME_KEYS:
             raise ConfigError(f"--set {key} cannot change on --resume (the run keeps its saved config); "
                               f"allowed: {', '.join(RESUME_KEYS)}")
-        values[key] = check_value(key, value)
-    return values
+    return {key: check_value(key, value) for key, value in values.items()}
+
+
+def resume_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """`--set` strings for a resumed run -> validated overrides."""
+    return check_resume_overrides(dict(parse_override(o) for o in overrides))
 
 
 def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

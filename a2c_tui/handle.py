@@ -37,8 +37,9 @@ def release_free_memory() -> None:
     """Give the C allocator's free pages back to the system (glibc; elsewhere nothing).
 
     An evaluation allocates tens of MB (checkpoint, a model, a batch of games) in its worker
-    thread's malloc arena and frees them; without a trim the app's RSS crept up across
-    evaluations although the memory in use stayed flat (BENCHMARKS.md, soak)."""
+    thread's malloc arena and frees them. In the app soak RSS crept up while the memory in
+    use stayed flat, in one such arena; this trim is aimed at that, but the soak's slope with
+    it (44 MB/hour) is within run-to-run noise of the slope without it (BENCHMARKS.md, soak)."""
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)

@@ -25,7 +25,7 @@ import torch
 
 from a2c_tui import checkpoints as ckpt
 from a2c_tui.a2c import NonFiniteError, make_optimizer, scheduled_lr, update
-from a2c_tui.config import LIVE_KEYS, RESUME_KEYS, Config, ConfigError, check_value, to_toml
+from a2c_tui.config import LIVE_KEYS, Config, ConfigError, check_resume_overrides, check_value, to_toml
 from a2c_tui.envs import is_atari, make_envs
 from a2c_tui.metrics import MetricsSink, ScoreWindow, read_jsonl
 from a2c_tui.model import ActorCritic, act
@@ -122,9 +122,7 @@ class Trainer:
             payload = ckpt.load(path)
             config = config_from_payload(payload, path)
             if resume_overrides:
-                if set(resume_overrides) - set(RESUME_KEYS):
-                    raise ConfigError(f"only {', '.join(RESUME_KEYS)} can change when a run is resumed")
-                config = config.replace(**resume_overrides)
+                config = config.replace(**check_resume_overrides(resume_overrides))
         self.config = config
         self.device = resolve_device(config.run.device)
         torch.set_num_threads(choose_threads(config, self.device))

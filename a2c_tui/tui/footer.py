@@ -4,7 +4,7 @@ The Footer rebuilds its keys whenever the bindings change (every focus or pane s
 binds each new key to its own `compact` reactive. Textual stores that binding as a watcher
 on the Footer and only drops the removed keys' watchers when `compact` changes, which it
 never does here, so every key ever shown stayed alive with its styles and message queue:
-~20 widgets per pane switch, ~1 MB per evaluation in the soak (Textualize/textual#6666,
+~20 widgets per pane switch, the larger part of the soak's RSS rise (Textualize/textual#6666,
 open in textual 8.2). After each rebuild this Footer drops the watchers of closed keys.
 """
 
