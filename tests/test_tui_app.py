@@ -406,3 +406,40 @@ async def test_switching_panes_does_not_keep_old_footer_keys_alive(fake):
                 await pilot.pause(0.05)
         await pilot.pause(0.3)
         assert before > 0 and live_keys() <= before + 12, (before, live_keys())
+
+
+@sync
+async def test_removed_widgets_do_not_stay_alive_in_textuals_styles_cache():
+    """Textual's StylesCache.get_inner_outer cached on the StylesCache itself, keeping up to
+    1024 removed widgets' rendered lines alive (the soak's RSS rise after the Footer fix).
+    The app module re-keys it on the colours: after 200 widgets came and went, none of their
+    caches may remain."""
+    import gc
+
+    from textual.app import App
+    from textual.containers import Vertical
+    from textual.widget import Widget
+    from textual.widgets import Label
+    from textual._styles_cache import StylesCache
+
+    def orphaned_caches() -> int:
+        gc.collect()
+        owned = {id(o._styles_cache) for o in gc.get_objects() if isinstance(o, Widget)}
+        return sum(isinstance(o, StylesCache) and id(o) not in owned for o in gc.get_objects())
+
+    class Churn(App):
+        CSS = "Label { background: $primary 40%; }"
+
+        def compose(self):
+            yield Vertical(id="list")
+
+    app = Churn()
+    async with app.run_test() as pilot:
+        box = app.query_one("#list")
+        for round in range(10):
+            await box.remove_children()
+            await box.mount(*(Label(f"card {round}.{i}") for i in range(20)))
+            await pilot.pause(0.05)
+        await box.remove_children()
+        await pilot.pause(0.05)
+        assert orphaned_caches() < 10

@@ -27,6 +27,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Input, TabbedContent, TabPane, Tabs
 
+from a2c_tui.tui import stylescache
 from a2c_tui.tui.checkpoints import CheckpointsPane
 from a2c_tui.tui.dialogs import QUIT, SAVE_AND_QUIT, ConfirmScreen, HelpScreen, QuitScreen
 from a2c_tui.tui.evaluation import EvaluationPane, summary_text
@@ -39,6 +40,8 @@ from a2c_tui.tui.messages import (ERROR, FINISHED, PAUSED, RUNNING, CommandDone,
                                   TrainerHandle, TrainerSnapshot, first_line, state_name)
 from a2c_tui.tui.metrics import MetricsPane
 from a2c_tui.tui.status import StatusBar
+
+stylescache.install()  # before any widget renders: Textualize/textual#6665
 
 HANGUP_EXIT_DELAY = 3.0  # seconds a hung-up app gets to exit normally once the run is saved
 REFRESH_INTERVAL = 0.25  # seconds: the UI applies trainer snapshots at most 4 times a second
