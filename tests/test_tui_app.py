@@ -19,6 +19,7 @@ from textual.widgets import DataTable, Input
 from a2c_tui import config as cfg
 from a2c_tui.tui.app import A2CApp
 from a2c_tui.tui.dialogs import ConfirmScreen, HelpScreen, QuitScreen
+from a2c_tui.tui.log import LogView
 from tui_fakes import FakeHandle, fake_checkpoints
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -443,3 +444,27 @@ async def test_removed_widgets_do_not_stay_alive_in_textuals_styles_cache():
         await box.remove_children()
         await pilot.pause(0.05)
         assert orphaned_caches() < 10
+
+
+@sync
+async def test_a_log_pane_never_opened_keeps_only_its_last_lines(fake):
+    """Textual's RichLog holds every write until it first has a size, which a hidden pane
+    never gets: hours of events must not pile up there. Opening the pane later shows the
+    newest lines."""
+    import gc
+
+    from textual.widgets._rich_log import DeferredRender
+
+    app = A2CApp(fake)
+    async with app.run_test() as pilot:
+        await pilot.pause(0.2)
+        limit = app.log_view.max_lines
+        for i in range(limit + 500):
+            app.log_line("info", f"event {i}")
+        gc.collect()
+        bound = sum(log.max_lines for log in app.query(LogView))  # the pane's and the strip's
+        assert sum(isinstance(o, DeferredRender) for o in gc.get_objects()) <= bound
+        await pilot.press("5")
+        await until(pilot, lambda: len(app.log_view.lines) > 0, what="the log pane to render")
+        assert f"event {limit + 499}" in app.log_view.lines[-1].text
+        assert len(app.log_view.lines) <= limit

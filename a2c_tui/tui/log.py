@@ -20,6 +20,10 @@ class LogView(RichLog):
     def __init__(self, max_lines: int = MAX_LINES, **kwargs: Any) -> None:
         super().__init__(max_lines=max_lines, wrap=True, markup=False, highlight=False, **kwargs)
         self.plain: deque[str] = deque(maxlen=max_lines)
+        # RichLog queues every write until it first learns its size, and a pane never opened
+        # never does: without a bound, a run whose Log pane is never looked at keeps every
+        # line it ever logged. Only the last max_lines could be shown anyway.
+        self._deferred_renders = deque(self._deferred_renders, maxlen=max_lines)
 
     def add(self, when: float, level: str, text: str) -> None:
         tag = "" if level == "info" else f"{level}: "
