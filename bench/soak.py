@@ -112,11 +112,8 @@ class SoakResult:
 
 
 def _slope(samples: list[dict]) -> float:
-    """MB per second, least squares."""
-    ts = [s["t"] for s in samples]
-    mean_t, mean_r = statistics.fmean(ts), statistics.fmean(s["rss_mb"] for s in samples)
-    var = sum((t - mean_t) ** 2 for t in ts)
-    return sum((s["t"] - mean_t) * (s["rss_mb"] - mean_r) for s in samples) / var if var else 0.0
+    """RSS slope in MB per second, least squares."""
+    return statistics.linear_regression([s["t"] for s in samples], [s["rss_mb"] for s in samples]).slope
 
 
 def soak(seconds: float, out_dir: Path, action_every: float = 15.0, log=print) -> SoakResult:
