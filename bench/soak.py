@@ -86,10 +86,15 @@ class SoakResult:
         early in the run from a rise that goes on."""
         quiet = [s for s in self.samples if s["t"] >= warmup and not s["evaluating"]]
         if len(quiet) < 8:
-            return {"rss_slope_mb_per_h": None, "quiet_span_min": 0.0, "rss_slope_after_10_min_mb_per_h": None}
+            return {"rss_slope_mb_per_h": None, "quiet_span_min": 0.0, "rss_slope_after_10_min_mb_per_h": None,
+                    "rss_lowest_per_150_s_mb": []}
         late = [s for s in quiet if s["t"] >= 600]
+        lows: dict[int, float] = {}  # the lowest quiet RSS in each 150 s: the floor the spikes sit on
+        for s in quiet:
+            lows[int(s["t"] // 150)] = min(lows.get(int(s["t"] // 150), s["rss_mb"]), s["rss_mb"])
         return {"rss_slope_mb_per_h": _slope(quiet) * 3600, "quiet_span_min": (quiet[-1]["t"] - quiet[0]["t"]) / 60,
-                "rss_slope_after_10_min_mb_per_h": _slope(late) * 3600 if len(late) >= 8 else None}
+                "rss_slope_after_10_min_mb_per_h": _slope(late) * 3600 if len(late) >= 8 else None,
+                "rss_lowest_per_150_s_mb": [round(v) for _, v in sorted(lows.items())]}
 
     def flat(self, warmup: float) -> list[str]:
         """What grew (empty when flat)."""
@@ -237,7 +242,8 @@ def main() -> int:
     steps = result.end_step - result.start_step
     print(f"soak {result.seconds / 60:.1f} min: {steps:,} steps ({steps / result.seconds:,.0f} steps/s), "
           f"{result.checkpoints_saved} checkpoints saved, actions {result.actions}")
-    print(json.dumps(verdict, indent=1))
+    for key, value in verdict.items():
+        print(f"  {key}: {value:.1f}" if isinstance(value, float) else f"  {key}: {value}")
     problems = result.flat(args.warmup)
     print("flat" if not problems else "NOT FLAT: " + "; ".join(problems))
     return 1 if problems else 0
