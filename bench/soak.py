@@ -91,7 +91,8 @@ class SoakResult:
         late = [s for s in quiet if s["t"] >= 600]
         lows: dict[int, float] = {}  # the lowest quiet RSS in each 150 s: the floor the spikes sit on
         for s in quiet:
-            lows[int(s["t"] // 150)] = min(lows.get(int(s["t"] // 150), s["rss_mb"]), s["rss_mb"])
+            window = int(s["t"] // 150)
+            lows[window] = min(lows.get(window, s["rss_mb"]), s["rss_mb"])
         return {"rss_slope_mb_per_h": _slope(quiet) * 3600, "quiet_span_min": (quiet[-1]["t"] - quiet[0]["t"]) / 60,
                 "rss_slope_after_10_min_mb_per_h": _slope(late) * 3600 if len(late) >= 8 else None,
                 "rss_lowest_per_150_s_mb": [round(v) for _, v in sorted(lows.items())]}
