@@ -18,11 +18,12 @@ import tempfile
 import threading
 import zipfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from a2c_tui.protocol import CheckpointInfo
 
 FORMAT = "a2c-tui/1"
 STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
@@ -128,17 +129,6 @@ def check_compatible(payload: dict[str, Any], env_id: str, n_actions: int, obs_s
     if tuple(payload.get("obs_shape", ())) != tuple(obs_shape):
         raise CheckpointError(f"{str(path)!r} expects observations {tuple(payload.get('obs_shape', ()))}, "
                               f"{env_id} gives {tuple(obs_shape)}")
-
-
-@dataclass
-class CheckpointInfo:
-    path: Path
-    step: int
-    mtime: float
-    size: int
-    score: float | None  # last-100 raw training score when saved
-    eval_mean: float | None  # mean of the evaluation saved beside it, if any
-    tags: tuple[str, ...]  # "latest", "best"
 
 
 def eval_result_path(checkpoint: Path) -> Path:

@@ -1,4 +1,7 @@
-"""`a2c-tui` entry point: the app by default, `train --headless`, `eval`, `record`."""
+"""`a2c-tui` entry point: the app by default, `train --headless`, `ls`, `attach`, `stop`, `eval`, `record`.
+
+A run is a process of its own (a2c_tui.service): `a2c-tui` starts one in the background and
+attaches the app to it; `train --headless` runs the same service in the foreground."""
 
 from __future__ import annotations
 
@@ -44,6 +47,16 @@ def build_parser() -> Parser:
     train.add_argument("--headless", action="store_true", help="no app: progress bar on a TTY, log lines otherwise")
     train.add_argument("--paused", action="store_true", help="open the app with training paused")
 
+    sub.add_parser("ls", help="the runs on this box: name, state, step, score, pid, attached apps")
+    attach = sub.add_parser("attach", help="open the app on a live run (the run goes on when you detach)")
+    attach.add_argument("run", nargs="?", help="run name or directory (default: the only live run)")
+    stop = sub.add_parser("stop", help="save a checkpoint and end a live run")
+    stop.add_argument("run", nargs="?", help="run name or directory (default: the only live run)")
+    service = sub.add_parser("service", help="(internal) the run process that `a2c-tui` starts")
+    _add_run_options(service)
+    service.add_argument("--paused", action="store_true")
+    service.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+
     ev = sub.add_parser("eval", help="play whole games with a checkpoint and report raw scores")
     ev.add_argument("checkpoint", help="a .pt file or a run directory (uses latest.pt)")
     ev.add_argument("--episodes", type=int, default=100, help="games to play (default 100)")
@@ -84,35 +97,176 @@ def load_config(args):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from a2c_tui.checkpoints import CheckpointError
     from a2c_tui.config import ConfigError
+    from a2c_tui.protocol import ProtocolError
+    from a2c_tui.service import ServiceError
 
+    errors: tuple[type[Exception], ...] = (UsageError, ConfigError, ServiceError, ProtocolError)
     try:
         args = build_parser().parse_args(argv)
+        if args.command == "ls":
+            return cmd_ls()
+        if args.command == "attach":
+            return cmd_attach(args)
+        if args.command == "stop":
+            return cmd_stop(args)
+        # The commands below load torch; the ones above are light clients.
+        from a2c_tui.checkpoints import CheckpointError
+
+        errors = (*errors, CheckpointError)
         if args.command == "eval":
             return cmd_eval(args)
         if args.command == "record":
             return cmd_record(args)
         config, resume_overrides = load_config(args)
+        if args.command == "service":
+            return cmd_service(args, config, resume_overrides)
         if args.command == "train" and args.headless:
             return cmd_train_headless(args, config, resume_overrides)
-        from a2c_tui.tui.app import run_app
-
-        return run_app(config, resume=args.resume, paused=args.paused, resume_overrides=resume_overrides)
-    except (UsageError, ConfigError, CheckpointError) as e:
+        return cmd_app(args)
+    except errors as e:
         return _fail(str(e))
 
 
-def cmd_train_headless(args, config, resume_overrides=None) -> int:
-    from a2c_tui.trainer import Event, Snapshot, State, Trainer
+def _run_argv(args) -> list[str]:
+    """The run options of this command line, for the service process that `a2c-tui` starts."""
+    argv = []
+    if args.config:
+        argv += ["--config", str(Path(args.config).resolve())]
+    for override in args.overrides:
+        argv += ["--set", override]
+    if args.resume:
+        argv += ["--resume", str(Path(args.resume).resolve())]
+    if args.paused:
+        argv.append("--paused")
+    return argv
 
-    trainer = Trainer(config, resume=args.resume, resume_overrides=resume_overrides)
-    report = _Reporter(trainer)
-    trainer.subscribe(report)
+
+def cmd_app(args) -> int:
+    """Start the run as a process of its own and attach the app to it; a run that is already alive
+    (`--resume` of a live run) is attached to, never given a second writer."""
+    from a2c_tui.service import RunLock, spawn
+
+    _leave_on_hangup()
+    if args.resume:
+        target = Path(args.resume)
+        run_dir = target if target.is_dir() else target.parent
+        if RunLock.held(run_dir):
+            return _attach_app(run_dir)
+    elif not args.config and Path(DEFAULT_CONFIG).exists():
+        args.config = DEFAULT_CONFIG  # as load_config chose; else the built-in defaults
+    return _attach_app(spawn(_run_argv(args)))
+
+
+def _leave_on_hangup() -> None:
+    """Until the app takes the signals over (on mount): a hangup or SIGTERM ends this client at
+    once; the run, a process of its own, goes on."""
+    for sig in (signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, lambda *_: os._exit(0))
+
+
+def _attach_app(run_dir: Path) -> int:
+    from a2c_tui.tui.app import run_app
+    from a2c_tui.tui.remote import RemoteHandle
+
+    return run_app(RemoteHandle.attach(run_dir))
+
+
+def cmd_attach(args) -> int:
+    from a2c_tui.service import find_run
+
+    _leave_on_hangup()
+    return _attach_app(find_run(args.run).run_dir)
+
+
+def cmd_ls() -> int:
+    from a2c_tui.service import known_runs
+
+    runs = known_runs()
+    if not runs:
+        print("no runs on this box (a2c-tui starts one)")
+        return 0
+    rows = [("NAME", "STATE", "STEP/TOTAL", "SCORE", "PID", "APPS", "DIRECTORY")]
+    for r in runs:
+        rows.append((r.name, r.state if r.alive else "dead", f"{r.step:,}/{r.total_steps:,}",
+                     "-" if r.score is None else f"{r.score:.1f}", str(r.pid) if r.alive else "-",
+                     str(r.clients) if r.alive else "-", str(r.run_dir)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+    if not any(r.alive for r in runs):
+        print("no run is alive (a dead one continues with: a2c-tui --resume DIRECTORY)")
+    return 0
+
+
+def cmd_stop(args) -> int:
+    from a2c_tui.service import RunLock, find_run, request
+
+    entry = find_run(args.run)
+    saved = request(entry.run_dir, "stop", timeout=300)
+    deadline = time.monotonic() + 60
+    while RunLock.held(entry.run_dir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    what = f"saved {Path(saved).name}" if saved else "no new checkpoint was needed"
+    if RunLock.held(entry.run_dir):
+        print(f"stop requested for {entry.name} ({what}), but its process {entry.pid} has not ended yet")
+        return 1
+    print(f"stopped {entry.name}: {what}; continue with: a2c-tui --resume {entry.run_dir}")
+    return 0
+
+
+def cmd_service(args, config, resume_overrides) -> int:
+    """The run process that `a2c-tui` starts (service.spawn): no terminal, output to service.log."""
+    import threading
+
+    from a2c_tui.service import log_to, open_run, serve, tell_starter
+
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # it has no terminal; a stray hangup must not end the run
+    try:
+        handle, lock = open_run(config, args.resume, resume_overrides)
+    except Exception as e:  # noqa: BLE001 - the starter prints it as one line
+        tell_starter(args.ready_fd, {"ok": False, "error": str(e).strip().splitlines()[0] if str(e).strip()
+                                     else type(e).__name__})
+        return 2
+    log_to(Path(handle.run_dir) / "service.log")
+    stop_requested = threading.Event()
 
     def on_signal(signum, _frame):
-        # Queued and run between updates on this (the training) thread: checkpoint, then exit.
+        stop_requested.set()
+        handle.stop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    handle.subscribe(_log_events)
+    ready = {"ok": True, "run_dir": str(Path(handle.run_dir).resolve()), "pid": os.getpid()}
+    state = serve(handle, paused=args.paused, stop_requested=stop_requested,
+                  on_ready=lambda _service: tell_starter(args.ready_fd, ready))
+    lock.release()
+    return 1 if state.value == "ERROR" else 0
+
+
+def _log_events(item) -> None:
+    if hasattr(item, "level"):
+        print(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(item.time))} {item.level}: {item.text}",
+              flush=True)
+
+
+def cmd_train_headless(args, config, resume_overrides=None) -> int:
+    """The run's service in the foreground (nohup, CI, schedulers): attachable like any run."""
+    import threading
+
+    from a2c_tui.protocol import State
+    from a2c_tui.service import open_run, serve
+
+    handle, lock = open_run(config, args.resume, resume_overrides)
+    trainer = handle.trainer
+    report = _Reporter(trainer)
+    handle.subscribe(report)
+    stop_requested = threading.Event()
+
+    def on_signal(signum, _frame):
+        # Queued and run between updates on the training thread: checkpoint, then exit.
         # The stop goes first: nothing that happens to the terminal may keep it from being queued.
+        stop_requested.set()
         trainer.stop()
         with contextlib.suppress(RuntimeError):  # the signal interrupted a print: it cannot be re-entered
             report.line(f"received {signal.Signals(signum).name}: saving a checkpoint and stopping")
@@ -122,7 +276,8 @@ def cmd_train_headless(args, config, resume_overrides=None) -> int:
     with survive_lost_terminal():
         print(f"run directory: {trainer.run_dir}", flush=True)
     with report:
-        state = trainer.run()
+        state = serve(handle, stop_requested=stop_requested)
+    lock.release()
     with survive_lost_terminal():
         print(f"{state.value.lower()} at step {trainer.step:,}; last-100 raw score "
               f"{trainer.scores.mean_score():.1f} over {trainer.scores.games} games; run directory {trainer.run_dir}",
@@ -179,7 +334,7 @@ class _Reporter:
                 print(f"{stamp} {text}", flush=True)
 
     def __call__(self, item) -> None:
-        from a2c_tui.trainer import Event
+        from a2c_tui.protocol import Event
 
         if isinstance(item, Event):
             self.line(f"{item.level}: {item.text}" if item.level != "info" else item.text)

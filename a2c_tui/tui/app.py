@@ -29,15 +29,16 @@ from textual.widgets import Input, TabbedContent, TabPane, Tabs
 
 from a2c_tui.tui import stylescache
 from a2c_tui.tui.checkpoints import CheckpointsPane
-from a2c_tui.tui.dialogs import QUIT, SAVE_AND_QUIT, ConfirmScreen, HelpScreen, QuitScreen
+from a2c_tui.tui.dialogs import DETACH, STOP_RUN, ConfirmScreen, HelpScreen, QuitScreen
 from a2c_tui.tui.evaluation import EvaluationPane, summary_text
 from a2c_tui.tui.footer import Footer
 from a2c_tui.tui.gameview import GamePane, live_weights
 from a2c_tui.tui.hparams import HyperparametersPane
 from a2c_tui.tui.log import LogView
 from a2c_tui.tui.messages import (ERROR, FINISHED, PAUSED, RUNNING, CommandDone, EvalFinished, EvalStarted,
-                                  EvalStopped, NewRunFailed, NewRunReady, ShutdownDone, TrainerEvent,
-                                  TrainerHandle, TrainerSnapshot, first_line, state_name)
+                                  EvalStopped, NewRunFailed, NewRunReady, RunDisconnected, RunEvaluating,
+                                  ShutdownDone, TrainerEvent, TrainerHandle, TrainerSnapshot, first_line,
+                                  state_name)
 from a2c_tui.tui.metrics import MetricsPane
 from a2c_tui.tui.status import StatusBar
 
@@ -64,6 +65,7 @@ class A2CApp(App[int]):
         Binding("v", "toggle_game", "Game", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
+        Binding("d", "detach", "Detach", show=False),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
         Binding("escape", "leave_field", "Leave field", show=False),
         *(Binding(str(n), f"show_pane('{pane}')", title, show=False) for n, (pane, title) in enumerate(PANES, 1)),
@@ -84,6 +86,8 @@ class A2CApp(App[int]):
         self.applied = 0  # snapshots applied (the refresh limit is tested on it)
         self.shutting_down = False
         self.trainer_closed = False
+        self.stopped_run = False  # the app ended by stopping the run (not by detaching)
+        self.disconnected = False  # the run's service went away while attached
         self.hung_up = False  # SIGHUP: the terminal went away
         self.clock: Callable[[], float] = time.time  # times of the app's own log lines (fixed in tests)
 
@@ -144,19 +148,32 @@ class A2CApp(App[int]):
         self._update_log_strip()
 
     def _attach_run(self, handle: TrainerHandle) -> None:
-        """Show `handle`'s run and start its trainer."""
+        """Show `handle`'s run (its history, recent log and running evaluation) and start its trainer."""
+        self.disconnected = False
         self.metrics_pane.seed(handle.history())
+        for event in getattr(handle, "recent_log", ()):
+            self.log_line(event.level, event.text, event.time)
         handle.subscribe(lambda item: self._from_trainer(item, handle))
         handle.start(paused=self.start_paused)
         self._pending = handle.snapshot()
         self._apply_pending()
         self.refresh_checkpoints()
         self.game_pane.attach(handle.config, live_weights(handle))
+        running = getattr(handle, "running_evaluation", None)
+        if running is not None:
+            self.evaluation_pane.follow(running)
 
     # ----- trainer -> UI ----------------------------------------------------------------
     def _from_trainer(self, item: Any, source: TrainerHandle) -> None:
-        """Runs on the training thread: hand the immutable item over, nothing else."""
-        message = TrainerEvent(item, source) if hasattr(item, "level") else TrainerSnapshot(item, source)
+        """Runs on the training thread (or a remote handle's reader): hand the immutable item over."""
+        if hasattr(item, "level"):
+            message: Any = TrainerEvent(item, source)
+        elif hasattr(item, "reason"):
+            message = RunDisconnected(item, source)
+        elif hasattr(item, "episodes"):
+            message = RunEvaluating(item, source)
+        else:
+            message = TrainerSnapshot(item, source)
         with contextlib.suppress(RuntimeError):  # the event loop is already gone (exiting)
             self.post_message(message)
 
@@ -201,6 +218,35 @@ class A2CApp(App[int]):
                         markup=False)
         self.refresh_checkpoints()  # saves, loads and prunes are all announced as events
 
+    def on_run_disconnected(self, message: RunDisconnected) -> None:
+        """The run's service went away: say so, stay usable, offer to resume from the latest checkpoint."""
+        if message.source is not self.handle or self.shutting_down or not self.status.is_attached:
+            return
+        gone = message.item
+        self._pending = self.handle.snapshot()
+        self._apply_pending()
+        if gone.stopped:
+            self.log_line("info", "the run was stopped; its process ended")
+            return
+        self.disconnected = True
+        self.status.disconnected()
+        self.log_line("error", f"DISCONNECTED: {gone.reason}")
+        if self.new_handle is None or state_name(self.handle.state) == FINISHED:
+            self.notify(f"disconnected: {gone.reason}", severity="error", timeout=30, markup=False)
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.log_line("info", f"resuming {self.handle.run_dir} from its latest checkpoint…")
+                self._create_run(self.handle, None)
+        self.push_screen(ConfirmScreen(f"The run's process ended ({gone.reason}).\nResume the run from its latest "
+                                       "checkpoint?", yes="Resume"), answer)
+
+    def on_run_evaluating(self, message: RunEvaluating) -> None:
+        """An evaluation started in the run's service by another app: follow it here too."""
+        if message.source is self.handle and self.status.is_attached and not self.evaluation_pane.running:
+            self.evaluation_pane.follow(message.item)
+
     def log_line(self, level: str, text: str, when: float | None = None) -> None:
         when = self.clock() if when is None else when
         self.log_view.add(when, level, text)
@@ -236,6 +282,9 @@ class A2CApp(App[int]):
             self.notify(f"loaded; training continues from step {message.result:,}")
         elif message.what == "save" and message.result is not None:
             self.notify(f"saved {Path(message.result).name}", timeout=4)
+        elif message.what == "recording":
+            self.notify(f"recording five games to {message.result}/ in the run's process", timeout=6,
+                        markup=False)
         self.refresh_checkpoints()
 
     def action_toggle_pause(self) -> None:
@@ -287,10 +336,13 @@ class A2CApp(App[int]):
         self.push_screen(QuitScreen(), callback=self._quit_choice)
 
     def _quit_choice(self, choice: str | None) -> None:
-        if choice == SAVE_AND_QUIT:
-            self.begin_shutdown(save=True, reason="quit")
-        elif choice == QUIT:
-            self.begin_shutdown(save=False, reason="quit without saving")
+        if choice == STOP_RUN:
+            self.begin_shutdown(stop=True, reason="stop the run")
+        elif choice == DETACH:
+            self.begin_shutdown(stop=False, reason="detach")
+
+    def action_detach(self) -> None:
+        self.begin_shutdown(stop=False, reason="detach")
 
     def action_show_pane(self, pane: str) -> None:
         self._show_game(False)
@@ -336,6 +388,8 @@ class A2CApp(App[int]):
         elif request.action == "evaluate" and path is not None:
             self.evaluation_pane.choose(path)
             self._ready_evaluation()
+        elif request.action == "record" and path is not None and hasattr(self.handle, "record"):
+            self._when_done(self.handle.record(path), "recording")  # in the run's process: outlives a detach
         elif request.action == "record" and path is not None:
             if self.game_pane.record(path):
                 self._show_game(True)
@@ -390,9 +444,10 @@ class A2CApp(App[int]):
         self._create_run(self.handle, request.overrides)
 
     @work(thread=True, exclusive=True, group="new-run", exit_on_error=False)
-    def _create_run(self, old: TrainerHandle, overrides: dict[str, Any]) -> None:
+    def _create_run(self, old: TrainerHandle, overrides: dict[str, Any] | None) -> None:
+        """A new run with `old`'s config and `overrides`; None: resume `old`'s run."""
         try:
-            handle = self.new_handle(old.config.replace(**overrides))
+            handle = self.new_handle(old.config.replace(**overrides) if overrides is not None else old.run_dir)
         except Exception as e:  # noqa: BLE001 - ConfigError, env errors: all shown to the user
             self.post_message(NewRunFailed(str(e) if isinstance(e, ValueError) else first_line(e)))
             return
@@ -416,14 +471,20 @@ class A2CApp(App[int]):
 
     # ----- evaluation results (bubbling up from the evaluation pane) ---------------------
     def on_eval_started(self, message: EvalStarted) -> None:
+        if not self.status.is_attached:  # the app is closing: a late word from the worker
+            return
         self.log_line("info", f"evaluating the current weights, saved as {message.label}")
 
     def on_eval_finished(self, message: EvalFinished) -> None:
+        if not self.status.is_attached:  # the app is closing: a late word from the worker
+            return
         self.log_line("info", f"evaluation done: {summary_text(message.result)}")
         self.notify(f"evaluation: mean {message.result['mean']:.1f} ± {message.result['std']:.1f}", timeout=8)
         self.refresh_checkpoints()
 
     def on_eval_stopped(self, message: EvalStopped) -> None:
+        if not self.status.is_attached:  # the app is closing: a late word from the worker
+            return
         self.log_line("info" if message.cancelled else "error", message.text)
         self.notify(message.text, severity="information" if message.cancelled else "error", markup=False)
 
@@ -435,28 +496,33 @@ class A2CApp(App[int]):
 
     # ----- quitting -------------------------------------------------------------------
     def _on_signal(self, signum: int) -> None:
+        """A lost terminal (SIGHUP) or SIGTERM ends this app only: it detaches, the run goes on."""
         name = signal.Signals(signum).name
         if signum == signal.SIGHUP:
             self.hung_up = True
         if not self.shutting_down:
-            self.log_line("warning", f"received {name}: saving a checkpoint and exiting")
-        self.begin_shutdown(save=True, reason=name)
+            self.log_line("warning", f"received {name}: detaching; the run goes on")
+        self.begin_shutdown(stop=False, reason=name)
 
-    def begin_shutdown(self, save: bool, reason: str) -> None:
-        """Cancel an evaluation, stop the trainer (with a checkpoint if `save`), close it, exit."""
+    def begin_shutdown(self, stop: bool, reason: str) -> None:
+        """Leave the app: detach from the run, or first `stop` it (its service saves a checkpoint
+        and ends). An evaluation running in the run's service goes on after a detach."""
         if self.shutting_down:
             return
         self.shutting_down = True
-        self.evaluation_pane.cancel()
+        self.stopped_run = stop
+        handle = self.handle
+        if stop or not getattr(handle, "detachable", False):
+            self.evaluation_pane.cancel()  # else it goes on in the run's service; this app just stops following
         self.game_pane.close()
-        self.notify("saving a checkpoint and stopping…" if save else "stopping…", timeout=30)
-        self._shutdown_trainer(self.handle, save)
+        self.notify("saving a checkpoint and stopping the run…" if stop else "detaching…", timeout=30)
+        self._shutdown_trainer(handle, stop)
 
     @work(thread=True, exclusive=True, group="shutdown", exit_on_error=False)
-    def _shutdown_trainer(self, handle: TrainerHandle, save: bool) -> None:
+    def _shutdown_trainer(self, handle: TrainerHandle, stop: bool) -> None:
         error = None
         try:
-            if save:
+            if stop and not self.disconnected:
                 handle.stop().result(timeout=120)
         except Exception as e:  # noqa: BLE001 - reported after exit
             error = f"the final checkpoint was not saved: {first_line(e)}"
@@ -465,7 +531,7 @@ class A2CApp(App[int]):
             self.trainer_closed = True
         if self.hung_up:
             # The terminal is gone: Textual's output thread may be dead and its next write block
-            # the event loop for good. The run is saved and closed; make sure the process ends.
+            # the event loop for good. The app is detached; make sure the process ends.
             watchdog = threading.Timer(HANGUP_EXIT_DELAY, os._exit, args=(0,))
             watchdog.daemon = True
             watchdog.start()
@@ -501,7 +567,9 @@ class A2CApp(App[int]):
         yield SystemCommand("Record videos of selected checkpoint", "m in pane 3: five games to MP4s in videos/",
                             lambda: self._palette_checkpoint("record"))
         yield SystemCommand("Help", "?: keys and panes", self.action_help)
-        yield SystemCommand("Quit", "q: save and quit, quit, or cancel", self.action_quit)
+        yield SystemCommand("Detach", "d: leave the app; the run goes on (a2c-tui attach brings it back)",
+                            self.action_detach)
+        yield SystemCommand("Quit", "q: detach, stop the run, or cancel", self.action_quit)
         yield from (c for c in super().get_system_commands(screen) if c.title != "Quit")
 
     def _palette_checkpoint(self, action: str) -> None:
@@ -514,26 +582,25 @@ class A2CApp(App[int]):
             self.checkpoints_pane.action_delete()
 
 
-def run_app(config: Any, resume: str | None = None, paused: bool = False,
-            resume_overrides: dict[str, Any] | None = None) -> int:
-    """Build the trainer (ConfigError/CheckpointError propagate before the screen opens), run the app."""
-    from a2c_tui.handle import LocalHandle  # torch lives behind the handle
+def run_app(handle: TrainerHandle, paused: bool = False) -> int:
+    """Run the app on `handle` (a RemoteHandle: the run lives in its own process); returns the exit code."""
+    from a2c_tui.tui.remote import start_run
 
-    handle = LocalHandle.create(config, resume, resume_overrides)
-    app = A2CApp(handle, paused=paused, new_handle=LocalHandle.create, handle_signals=True)
+    app = A2CApp(handle, paused=paused, new_handle=start_run, handle_signals=True)
     try:
         app.run()
     finally:
-        if not app.trainer_closed:  # the app ended without its own shutdown (a crash): keep the run
+        if not app.trainer_closed:  # the app ended without its own shutdown (a crash): detach, the run goes on
             with contextlib.suppress(Exception):
-                app.handle.stop().result(timeout=120)
-            app.handle.close(timeout=5)
+                app.handle.close(timeout=5)
     from a2c_tui.cli import survive_lost_terminal
 
     run_dir = Path(app.handle.run_dir)
-    with survive_lost_terminal():  # after a dropped SSH session the run is saved: exit 0, not EIO
-        if (run_dir / "latest.pt").exists():
-            print(f"run directory: {run_dir} (continue with: a2c-tui --resume {run_dir})")
+    with survive_lost_terminal():  # after a dropped SSH session there is no terminal: exit 0, not EIO
+        if app.stopped_run or app.disconnected:
+            state = "stopped" if app.stopped_run else "disconnected from"
+            print(f"{state} {run_dir.name}; continue with: a2c-tui --resume {run_dir}")
         else:
-            print(f"run directory: {run_dir} (no checkpoint saved)")
+            print(f"detached from {run_dir.name}; it goes on (a2c-tui attach {run_dir.name}, a2c-tui stop "
+                  f"{run_dir.name})")
     return app.return_code or 0

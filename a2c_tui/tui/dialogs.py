@@ -1,4 +1,4 @@
-"""Modal screens: quit (save and quit / quit / cancel), yes-no confirmations, help."""
+"""Modal screens: quit (detach / stop the run / cancel), yes-no confirmations, help."""
 
 from __future__ import annotations
 
@@ -9,27 +9,27 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
-SAVE_AND_QUIT, QUIT, CANCEL = "save_and_quit", "quit", "cancel"
+DETACH, STOP_RUN, CANCEL = "detach", "stop_run", "cancel"
 
 
 class QuitScreen(ModalScreen[str]):
     BINDINGS = [
-        Binding("s", "choose('save_and_quit')", "Save and quit"),
-        Binding("q", "choose('quit')", "Quit without saving"),
+        Binding("d,q", "choose('detach')", "Detach"),
+        Binding("s", "choose('stop_run')", "Stop the run"),
         Binding("escape,c", "choose('cancel')", "Cancel"),
     ]
 
     def compose(self) -> ComposeResult:
         with Vertical(id="quit-dialog", classes="dialog"):
-            yield Static("[b]Quit a2c-tui?[/b]\nSave and quit writes a checkpoint first, so the run can be "
-                         "resumed with --resume.", classes="dialog-text")
+            yield Static("[b]Leave the app?[/b]\nDetach: the run goes on in the background (a2c-tui attach "
+                         "brings it back). Stop the run: save a checkpoint and end it.", classes="dialog-text")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Save and quit (s)", id="save_and_quit", variant="primary", compact=True)
-                yield Button("Quit (q)", id="quit", variant="error", compact=True)
+                yield Button("Detach (d)", id="detach", variant="primary", compact=True)
+                yield Button("Stop the run (s)", id="stop_run", variant="error", compact=True)
                 yield Button("Cancel (Esc)", id="cancel", compact=True)
 
     def on_mount(self) -> None:
-        self.query_one("#save_and_quit", Button).focus()
+        self.query_one("#detach", Button).focus()
 
     def action_choose(self, choice: str) -> None:
         self.dismiss(choice)
@@ -77,7 +77,8 @@ HELP = """\
   [b]c[/b]       cancel the running evaluation
   [b]w[/b]       metrics window: recent records / whole run
   [b]v[/b]       show / hide the game: the agent playing live (only while shown)
-  [b]q[/b]       quit: save and quit, quit, or cancel
+  [b]d[/b]       detach: leave the app, the run goes on (not in pane 3)
+  [b]q[/b]       quit: detach, stop the run (saves), or cancel
   [b]1[/b]-[b]5[/b]     metrics, hyperparameters, checkpoints, evaluation, log
   [b]?[/b]       this help
   [b]ctrl+p[/b]  command palette: every action is there too
@@ -93,7 +94,8 @@ HELP = """\
 [b]Evaluation (4)[/b]  current weights are saved as a checkpoint first,
   so the result (JSON beside the file) shows in the checkpoints table.
 
-Closing the terminal (SIGHUP) or SIGTERM saves a checkpoint and exits.
+The run is a process of its own: closing the terminal (SIGHUP) detaches,
+and `a2c-tui attach` brings the app back; `a2c-tui ls` lists the runs.
 Esc, q or ? closes this help."""
 
 

@@ -151,19 +151,32 @@ class EvaluationPane(Vertical):
             return False
         value = self.query_one("#eval-source", Select).value
         source = None if value == CURRENT else Path(str(value))
-        self.cancel_event = threading.Event()
-        self.scores, self.total, self.result = [], episodes, None
-        start_button, cancel_button = self.query_one("#eval-start", Button), self.query_one("#eval-cancel", Button)
-        cancel_button.disabled = False
-        cancel_button.focus()  # else disabling a focused Start would hand the focus to a text field
-        start_button.disabled = True
-        self.query_one("#eval-summary", Static).update("")
-        self.query_one("#eval-progress", ProgressBar).update(total=episodes, progress=0)
         label = CURRENT_LABEL if source is None else source.name
-        self._status(f"evaluating {label}: {episodes} games on {envs} envs…")
-        self._draw(force=True)
+        self._begin(episodes, f"evaluating {label}: {episodes} games on {envs} envs…")
         self._evaluate(self.app.handle, source, episodes, envs, self.cancel_event)
         return True
+
+    def follow(self, running: Any) -> None:
+        """Show an evaluation that runs in the run's service (started before this app attached,
+        or by another app) until it ends; c cancels it there."""
+        if self.running:
+            return
+        self._begin(running.episodes, f"evaluating {running.path.name}: {running.episodes} games on "
+                                      f"{running.envs} envs (running in the run's process)…", running.scores, focus=False)
+        self._follow(self.app.handle, running.id, self.cancel_event)
+
+    def _begin(self, episodes: int, status: str, scores: list[float] | None = None, focus: bool = True) -> None:
+        self.cancel_event = threading.Event()
+        self.scores, self.total, self.result = list(scores or []), episodes, None
+        start_button, cancel_button = self.query_one("#eval-start", Button), self.query_one("#eval-cancel", Button)
+        cancel_button.disabled = False
+        if focus or self.app.focused is start_button:
+            cancel_button.focus()  # else disabling a focused Start would hand the focus to a text field
+        start_button.disabled = True
+        self.query_one("#eval-summary", Static).update("")
+        self.query_one("#eval-progress", ProgressBar).update(total=episodes, progress=len(self.scores))
+        self._status(status)
+        self._draw(force=True)
 
     def cancel(self) -> bool:
         if self.cancel_event is None:
@@ -197,16 +210,29 @@ class EvaluationPane(Vertical):
                 if source is None:
                     raise RuntimeError("the current weights could not be saved (see the log)")
                 self.post_message(EvalStarted(Path(source).name))
-            result = handle.evaluate(
-                source, episodes=episodes, envs=envs, cancel=cancel,
-                progress=lambda p: self.post_message(EvalProgressed(p.done, p.total, p.score, p.length)))
+            result = handle.evaluate(source, episodes=episodes, envs=envs, cancel=cancel, progress=self._progressed)
         except Exception as e:  # noqa: BLE001 - every failure must reach the pane
-            if cancel.is_set():
-                self.post_message(EvalStopped("evaluation cancelled", cancelled=True))
-            else:
-                self.post_message(EvalStopped(f"evaluation failed: {first_line(e)}", cancelled=False))
+            self._stopped(e, cancel)
             return
         self.post_message(EvalFinished(result))
+
+    @work(thread=True, exclusive=True, group="evaluation", exit_on_error=False)
+    def _follow(self, handle: Any, eid: int, cancel: threading.Event) -> None:
+        try:
+            result = handle.follow_evaluation(eid, cancel=cancel, progress=self._progressed)
+        except Exception as e:  # noqa: BLE001 - every failure must reach the pane
+            self._stopped(e, cancel)
+            return
+        self.post_message(EvalFinished(result))
+
+    def _progressed(self, p: Any) -> None:
+        self.post_message(EvalProgressed(p.done, p.total, p.score, p.length))
+
+    def _stopped(self, error: Exception, cancel: threading.Event) -> None:
+        if cancel.is_set():
+            self.post_message(EvalStopped("evaluation cancelled", cancelled=True))
+        else:
+            self.post_message(EvalStopped(f"evaluation failed: {first_line(error)}", cancelled=False))
 
     # ----- worker messages (they bubble on to the app) -----------------------------------
     def on_eval_started(self, message: EvalStarted) -> None:

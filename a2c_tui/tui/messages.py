@@ -64,6 +64,24 @@ class TrainerEvent(Message):
         self.source = source
 
 
+class RunDisconnected(Message):
+    """The connection to the run's service ended (item: protocol.Disconnected)."""
+
+    def __init__(self, item: Any, source: Any = None) -> None:
+        super().__init__()
+        self.item = item
+        self.source = source
+
+
+class RunEvaluating(Message):
+    """An evaluation started in the run's service (item: remote.RemoteEvaluation)."""
+
+    def __init__(self, item: Any, source: Any = None) -> None:
+        super().__init__()
+        self.item = item
+        self.source = source
+
+
 class CommandDone(Message):
     """A queued trainer command finished (posted from the training thread by a future callback)."""
 

@@ -28,6 +28,11 @@ class StatusBar(Widget):
         # Only a change in the number of lines needs the screen laid out again.
         self.refresh(layout=len(self._pack(self.content_size.width)) != lines_before)
 
+    def disconnected(self) -> None:
+        """The run's service is gone: the state becomes DISCONNECTED, the rest stays as last seen."""
+        self._parts = [Text(" DISCONNECTED ", style="bold white on red"), *self._parts[1:]]
+        self.refresh()
+
     @property
     def text(self) -> str:
         return SEPARATOR.join(p.plain for p in self._parts)
