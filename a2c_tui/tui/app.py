@@ -35,10 +35,10 @@ from a2c_tui.tui.footer import Footer
 from a2c_tui.tui.gameview import GamePane, live_weights
 from a2c_tui.tui.hparams import HyperparametersPane
 from a2c_tui.tui.log import LogView
-from a2c_tui.tui.messages import (ERROR, FINISHED, PAUSED, RUNNING, CommandDone, EvalFinished, EvalStarted,
-                                  EvalStopped, NewRunFailed, NewRunReady, RunDisconnected, RunEvaluating,
-                                  ShutdownDone, TrainerEvent, TrainerHandle, TrainerSnapshot, first_line,
-                                  state_name)
+from a2c_tui.tui.messages import (ERROR, FINISHED, PAUSED, RUNNING, STOPPED, CommandDone, EvalFinished,
+                                  EvalStarted, EvalStopped, NewRunFailed, NewRunReady, RunDisconnected,
+                                  RunEvaluating, ShutdownDone, TrainerEvent, TrainerHandle, TrainerSnapshot,
+                                  first_line, state_name)
 from a2c_tui.tui.metrics import MetricsPane
 from a2c_tui.tui.status import StatusBar
 
@@ -225,13 +225,14 @@ class A2CApp(App[int]):
         gone = message.item
         self._pending = self.handle.snapshot()
         self._apply_pending()
-        if gone.stopped:
-            self.log_line("info", "the run was stopped; its process ended")
+        if gone.stopped or state_name(self.handle.state) in (STOPPED, FINISHED):  # by this app or another
+            self.log_line("info", f"the run is {state_name(self.handle.state)}; its process ended")
+            self.disconnected = True  # nothing left to detach from or stop
             return
         self.disconnected = True
         self.status.disconnected()
         self.log_line("error", f"DISCONNECTED: {gone.reason}")
-        if self.new_handle is None or state_name(self.handle.state) == FINISHED:
+        if self.new_handle is None:
             self.notify(f"disconnected: {gone.reason}", severity="error", timeout=30, markup=False)
             return
 
