@@ -65,6 +65,15 @@ def runtime(monkeypatch):
 
 
 
+def drain_terminal(fd: int) -> None:
+    """Read a pty's master until it closes, as a terminal reads what it shows."""
+    try:
+        while os.read(fd, 65536):
+            pass
+    except OSError:
+        pass
+
+
 def files_under(path: Path) -> list[Path]:
     return sorted(p for p in Path(path).rglob("*")) if Path(path).exists() else []
 

@@ -33,6 +33,7 @@ from a2c_tui.trainer import Event, State, Trainer, resolve_resume
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 import kill_loop as kill_bench  # noqa: E402
+from conftest import drain_terminal  # noqa: E402
 
 TEMP_NAME = re.compile(r"^\..*\.(tmp|link)$")  # atomic_write_bytes / link_or_copy temp files
 
@@ -323,7 +324,7 @@ def test_sighup_from_a_dropped_ssh_session_saves_and_exits_0(tmp_path):
         proc = start_headless(out_dir, slave, slave)
     finally:
         os.close(slave)
-    drain = threading.Thread(target=_drain, args=(master,), daemon=True)  # a terminal reads what it shows
+    drain = threading.Thread(target=drain_terminal, args=(master,), daemon=True)  # a terminal reads what it shows
     drain.start()
     try:
         run_dir = wait_for_games(out_dir, proc, games=8)
@@ -342,14 +343,6 @@ def test_sighup_from_a_dropped_ssh_session_saves_and_exits_0(tmp_path):
 
     assert stopped_at >= read_jsonl(run_dir / "metrics.jsonl")[-1]["step"]
     check_resume_continues(run_dir, tmp_path, stopped_at, None, None)
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 65536):
-            pass
-    except OSError:
-        pass
 
 
 # ----- a full disk -------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from a2c_tui import protocol, service
 from a2c_tui.service import RunLock, RunService, ServiceError
 from a2c_tui.tui.remote import RemoteHandle
-from conftest import CLI, CONFIGS, ROOT, load_config, wait_until
+from conftest import CLI, CONFIGS, ROOT, drain_terminal, load_config, wait_until
 
 SMOKE = ["--config", str(CONFIGS / "smoke.toml"), "--set", "run.total_steps=1000000", "--set", "env.num_envs=2",
          "--set", "run.log_every=1", "--set", "env.max_episode_frames=400", "--set", "run.checkpoint_every=400"]
@@ -256,7 +256,7 @@ def test_the_run_survives_its_app_and_stop_ends_it(runtime, tmp_path):
                            stdout=slave, stderr=slave, start_new_session=True,
                            env={**os.environ, "PYTHONWARNINGS": "ignore", "TERM": "xterm-256color"})
     os.close(slave)
-    drain = threading.Thread(target=lambda: _drain(master), daemon=True)
+    drain = threading.Thread(target=drain_terminal, args=(master,), daemon=True)
     drain.start()
     try:
         run_dir = live_run(out_dir)
@@ -327,11 +327,3 @@ def test_ls_attach_and_stop_with_no_run_alive(runtime):
         proc = run_cli(*command)
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert "Traceback" not in proc.stderr
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 65536):
-            pass
-    except OSError:
-        pass
