@@ -276,7 +276,7 @@ def cmd_train_headless(args, config, resume_overrides=None) -> int:
     with survive_lost_terminal():
         print(f"run directory: {trainer.run_dir}", flush=True)
     with report:
-        state = serve(handle, stop_requested=stop_requested)
+        state = serve(handle, stop_requested=stop_requested, unattachable=lambda why: report.line(f"warning: {why}"))
     lock.release()
     with survive_lost_terminal():
         print(f"{state.value.lower()} at step {trainer.step:,}; last-100 raw score "

@@ -299,8 +299,8 @@ class RunService:
         self.handle = handle
         self.stop_requested = stop_requested or threading.Event()  # `stop` asked: end even with apps attached
         self.run_dir = Path(handle.run_dir).resolve()
-        self.socket_path = socket_path(self.run_dir)
-        self.registry_path = registry_path(self.run_dir)
+        self.socket_path: Path | None = None  # set by open()
+        self.registry_path: Path | None = None
         self.log: deque[Event] = deque(maxlen=LOG_KEPT)
         self.clients: set[_Client] = set()
         self.in_flight = 0  # commands of all clients not yet answered
@@ -315,6 +315,7 @@ class RunService:
     # --- lifecycle (main thread) ---
     def open(self) -> None:
         """Bind the socket and announce the run in the registry."""
+        self.socket_path, self.registry_path = socket_path(self.run_dir), registry_path(self.run_dir)
         self.handle.subscribe(self._from_trainer)
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._listen(), self.loop).result(timeout=10)
@@ -350,16 +351,19 @@ class RunService:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(shut(), self.loop).result(timeout=10)
+        if self._thread.is_alive():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(shut(), self.loop).result(timeout=10)
         for job in (self.evaluation.cancel if self.evaluation else None, self.recording):
             if job is not None:
                 job.set()
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=5)
         for path in (self.socket_path, self.registry_path):
-            with contextlib.suppress(OSError):
-                path.unlink()
+            if path is not None and self._server is not None:  # ours: a failed open removes nothing
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
     def wait(self) -> State:
         """Block until the run is over: stopped on request, or finished, stopped or failed with no
@@ -647,10 +651,18 @@ def request(run_dir: str | Path, name: str, timeout: float = 5.0, **args: Any) -
 
 
 def serve(handle: Any, *, paused: bool = False, stop_requested: threading.Event | None = None,
-          on_ready: Callable[[RunService], None] | None = None) -> State:
-    """Run `handle`'s trainer as this process's service until the run is over; returns the final state."""
+          on_ready: Callable[[RunService], None] | None = None,
+          unattachable: Callable[[str], None] | None = None) -> State:
+    """Run `handle`'s trainer as this process's service until the run is over; returns the final state.
+    If the socket cannot be opened: ServiceError, or with `unattachable` that is told why and the run
+    trains all the same (a headless run on a box without a usable runtime directory)."""
     service = RunService(handle, stop_requested)
-    service.open()
+    try:
+        service.open()
+    except (ServiceError, OSError) as e:
+        if unattachable is None:
+            raise
+        unattachable(f"apps cannot attach to this run ({first_line(e)}); it trains all the same")
     try:
         handle.start(paused=paused)
         if on_ready is not None:

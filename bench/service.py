@@ -227,7 +227,8 @@ def main() -> int:
             "stalled_client": {"seconds": args.stall, "steps_per_sec_before": round(before_rate),
                                "steps_per_sec_stalled": round(stalled_rate),
                                "ratio": round(stalled_rate / before_rate, 3),
-                               "service_rss_mb_before": round(rss_before, 1), "service_rss_mb_after": round(rss_after, 1)},
+                               "service_rss_mb_before": round(rss_before, 1),
+                               "service_rss_mb_after": round(rss_after, 1)},
         }
         print(json.dumps(result, indent=1))
         if args.json:

@@ -192,11 +192,13 @@ def test_a_client_that_stops_reading_is_bounded_and_slows_nothing(served):
         snapshots = [i for i in seen if hasattr(i, "step")]
         assert len(snapshots) >= 2 and snapshots[-1].step > snapshots[0].step  # the reader is served
         # Flood events faster than anyone reads: the stalled client is cut off at the bound, not buffered forever.
-        for n in range(3 * service.MAX_BACKLOG):  # more than kernel buffers and the bound hold, at a pace a reader keeps
+        # more than kernel buffers and the bound hold, at a pace a reading client keeps up with
+        for n in range(3 * service.MAX_BACKLOG):
             svc.loop.call_soon_threadsafe(svc._event, "info", f"flood {n} " + "x" * 200)
             if n % 100 == 0:
                 time.sleep(0.05)
-        wait_until(lambda: all(c.dropped or len(c.backlog) < 10 for c in list(svc.clients)), 30, "flood drained or dropped")
+        wait_until(lambda: all(c.dropped or len(c.backlog) < 10 for c in list(svc.clients)), 30,
+                   "the flood drained or its client dropped")
         assert all(c.backlog_bytes <= service.MAX_BACKLOG_BYTES for c in svc.clients)
         assert watcher.connected  # the reading app kept up and stays attached
         wait_until(lambda: sum(1 for c in svc.clients if c.subscribed) == 1, 10, "the stalled client dropped")
@@ -327,3 +329,14 @@ def test_ls_attach_and_stop_with_no_run_alive(runtime):
         proc = run_cli(*command)
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_a_headless_run_trains_even_where_apps_cannot_attach(runtime, tmp_path):
+    runtime.chmod(0o755)  # not private: no socket is opened there
+    proc = run_cli("train", "--headless", "--config", str(CONFIGS / "smoke.toml"), "--set", "run.total_steps=400",
+                   "--set", "env.num_envs=2", "--set", f'run.out_dir="{tmp_path / "runs"}"')
+    assert proc.returncode == 0, proc.stderr
+    assert "apps cannot attach to this run" in proc.stdout and "not private" in proc.stdout
+    assert "finished at step" in proc.stdout
+    assert list((tmp_path / "runs").glob("*/step_*.pt"))
+    assert not list(runtime.glob("*.sock"))

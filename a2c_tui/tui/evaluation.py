@@ -162,7 +162,8 @@ class EvaluationPane(Vertical):
         if self.running:
             return
         self._begin(running.episodes, f"evaluating {running.path.name}: {running.episodes} games on "
-                                      f"{running.envs} envs (running in the run's process)…", running.scores, focus=False)
+                                      f"{running.envs} envs (running in the run's process)…", running.scores,
+                    focus=False)
         self._follow(self.app.handle, running.id, self.cancel_event)
 
     def _begin(self, episodes: int, status: str, scores: list[float] | None = None, focus: bool = True) -> None:
