@@ -117,10 +117,12 @@ class Trainer:
         """`resume` continues a run with its saved config; `resume_overrides` may change its
         config.RESUME_KEYS (threads, device, checkpoint cadence), nothing else."""
         payload = None
+        self._resume_note = ""
         if resume is not None:
-            run_dir, path = resolve_resume(resume)
-            payload = ckpt.load(path)
+            path, payload, skipped = ckpt.load_usable(resume)
+            run_dir = path.parent
             config = config_from_payload(payload, path)
+            self._resume_note = f" from {path.name}{_skipped_note(skipped)}"
             if resume_overrides:
                 config = config.replace(**check_resume_overrides(resume_overrides))
         self.config = config
@@ -302,7 +304,7 @@ class Trainer:
 
     def _loop_body(self, exit_when_idle: bool) -> None:
         self._event("info", f"run {self.run_dir.name} at step {self.step:,} of {self.config.run.total_steps:,} "
-                            f"on {self.device.type}")
+                            f"on {self.device.type}{self._resume_note}")
         self._publish(force=True)
         while True:
             self._run_commands()
@@ -395,13 +397,16 @@ class Trainer:
             self._event("error", f"checkpoint {path.name} not written ({e.strerror or e}); the previous one is intact, "
                                  f"training goes on")
             return None
+        except ckpt.CheckpointError as e:  # non-finite weights
+            self._event("error", f"checkpoint {e}; load the last good checkpoint")
+            return None
         self.last_checkpoint_step = self.step
         ckpt.prune(self.run_dir, self.config.run.keep_last)
         self._event("info", f"saved {path.name} ({reason}, {size / 2**20:.1f} MiB)")
         return path
 
     def _load(self, path: str | Path) -> int:
-        payload = ckpt.load(path)
+        path, payload, skipped = ckpt.load_usable(path)
         ckpt.check_compatible(payload, self.config.env.id, self.envs.n_actions, self.envs.observation_shape, path)
         self._restore(payload)
         self.obs = self.envs.reset()
@@ -410,7 +415,7 @@ class Trainer:
         with self._lock:
             if self._state in (State.ERROR, State.FINISHED):
                 self._state = State.PAUSED
-        self._event("info", f"loaded {Path(path).name} at step {self.step:,}")
+        self._event("info", f"loaded {path.name} at step {self.step:,}{_skipped_note(skipped)}")
         return self.step
 
     # ----- commands (any thread) ------------------------------------------------------
@@ -568,6 +573,10 @@ def _to_cpu(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(_to_cpu(v) for v in value)
     return value
+
+
+def _skipped_note(skipped: list[str]) -> str:
+    return f" (skipped {', '.join(skipped)}: non-finite weights)" if skipped else ""
 
 
 def _finite_or_none(value: float) -> float | None:

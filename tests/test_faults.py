@@ -684,6 +684,61 @@ def test_headless_non_finite_update_exits_1_and_resume_starts_at_the_last_good_c
         resumed.envs.close()
 
 
+def _finite(path: Path) -> bool:
+    return all(torch.isfinite(v).all() for v in ckpt.load(path)["model"].values())
+
+
+def test_an_optimizer_step_that_breaks_the_weights_pauses_and_nothing_non_finite_is_saved(tmp_path):
+    """Adam with an eps that is 0 in float32 (the config refuses one now; an old checkpoint
+    could bring it): 0/0 gives NaN weights from a finite loss and gradient."""
+    config = small_config(tmp_path, **{"algo.optimizer": "adam", "run.checkpoint_every": 10})
+    trainer = Trainer(config, tensorboard=False)
+    for group in trainer.optimizer.param_groups:
+        group["eps"] = 0.0
+    events = Events()
+    trainer.subscribe(events)
+    assert trainer.run() == State.ERROR
+    assert all(_finite(path) for path in trainer.run_dir.glob("*.pt"))
+    errors = events.errors()
+    assert "optimizer step gave weights with a non-finite norm" in errors[0].text, [e.text for e in errors]
+    assert "last good checkpoint" in errors[0].text
+    assert trainer.save_now().result(timeout=60) is None  # and a save asked for by hand is refused
+    assert "not finite" in events.errors()[-1].text
+    assert all(_finite(path) for path in trainer.run_dir.glob("*.pt"))
+
+
+def _save_non_finite(path: Path) -> None:
+    """What a run made before non-finite weights were refused could leave: NaN weights."""
+    payload = ckpt.load(path)
+    payload["model"] = {k: torch.full_like(v, float("nan")) for k, v in payload["model"].items()}
+    torch.save(payload, path)
+
+
+def test_resume_and_load_skip_checkpoints_with_non_finite_weights_and_say_so(trained_run, tmp_path):
+    run_dir = copy_run(trained_run, tmp_path)
+    for name in ("latest.pt", "step_300.pt"):
+        _save_non_finite(run_dir / name)
+    trainer = Trainer(small_config(tmp_path), resume=run_dir, tensorboard=False)
+    events = Events()
+    trainer.subscribe(events)
+    try:
+        assert trainer.step == 200
+        # In the app the user picks the broken file: the newest finite one is loaded instead.
+        assert trainer.load(run_dir / "step_300.pt").result(timeout=60) == 200
+        assert events.items[-1].text == "loaded step_200.pt at step 200 (skipped step_300.pt, latest.pt: non-finite weights)"
+        assert trainer.run() == State.FINISHED and trainer.step == 300
+        started = next(e.text for e in events.items if e.text.startswith("run "))
+        assert started.endswith(" from step_200.pt (skipped latest.pt, step_300.pt: non-finite weights)")
+    finally:
+        trainer.envs.close()
+    assert all(_finite(path) for path in run_dir.glob("*.pt"))
+    for path in run_dir.glob("*.pt"):
+        _save_non_finite(path)
+    with pytest.raises(ckpt.CheckpointError, match="holds finite weights") as refused:
+        Trainer(small_config(tmp_path), resume=run_dir, tensorboard=False)
+    assert "\n" not in str(refused.value)
+
+
 # ----- evaluations beside training ---------------------------------------------------------
 def _run_threads(target, count: int, timeout: float) -> list[BaseException]:
     """Run `target(i)` in `count` threads; a thread still running after `timeout` is a deadlock."""
