@@ -84,7 +84,7 @@ def save(path: Path, payload: dict[str, Any]) -> int:
     """Serialise and write atomically; returns the size in bytes. Non-finite weights are
     refused (CheckpointError): "the last good checkpoint" must be good."""
     if not finite_weights(payload):
-        raise CheckpointError(f"{Path(path).name} not written: the weights are not finite (NaN or inf)")
+        raise CheckpointError("the weights are not finite (NaN or inf)")
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, **payload}, buffer)
     data = buffer.getvalue()

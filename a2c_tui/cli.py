@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import json
 import math
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -104,30 +106,47 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_train_headless(args, config, resume_overrides=None) -> int:
-    from a2c_tui.trainer import Event, Snapshot, State, Trainer
+    from a2c_tui.trainer import State, Trainer
 
-    trainer = Trainer(config, resume=args.resume, resume_overrides=resume_overrides)
-    report = _Reporter(trainer)
-    trainer.subscribe(report)
+    trainer = None
+    signals: list[int] = []
 
     def on_signal(signum, _frame):
         # Queued and run between updates on this (the training) thread: checkpoint, then exit.
-        # The stop goes first: nothing that happens to the terminal may keep it from being queued.
-        trainer.stop()
-        with contextlib.suppress(RuntimeError):  # the signal interrupted a print: it cannot be re-entered
-            report.line(f"received {signal.Signals(signum).name}: saving a checkpoint and stopping")
+        # Before the trainer exists (games starting, model being built) it is only noted.
+        signals.append(signum)
+        if trainer is not None:
+            trainer.stop()
+        report.line(f"received {signal.Signals(signum).name}: "
+                    + ("saving a checkpoint and stopping" if trainer is not None else "stopping before training"))
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
-    with survive_lost_terminal():
-        print(f"run directory: {trainer.run_dir}", flush=True)
-    with report:
-        state = trainer.run()
-    with survive_lost_terminal():
-        print(f"{state.value.lower()} at step {trainer.step:,}; last-100 raw score "
-              f"{trainer.scores.mean_score():.1f} over {trainer.scores.games} games; run directory {trainer.run_dir}",
-              flush=True)
-    return 1 if state == State.ERROR else 0
+    report = _Reporter()
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        trainer = Trainer(config, resume=args.resume, resume_overrides=resume_overrides)
+        report.say(f"run directory: {trainer.run_dir}")
+        started_at = trainer.step
+        if not signals:
+            with report.progress_of(trainer):
+                state = trainer.run()
+        if signals and trainer.step == started_at:
+            trainer.discard()  # nothing trained: a new run leaves no directory behind
+            report.say("stopped before training; nothing to save" + ("" if args.resume else ", run directory removed"))
+            return 0
+        report.say(f"{state.value.lower()} at step {trainer.step:,}; last-100 raw score "
+                   f"{trainer.scores.mean_score():.1f} over {trainer.scores.games} games; run directory "
+                   f"{trainer.run_dir}")
+        if state == State.ERROR:
+            return 1
+        lost = trainer.unsaved()
+        if lost:  # its stop or final checkpoint could not be written (a full disk)
+            return _fail(f"{state.value.lower()} without a checkpoint of step {trainer.step:,}: {lost} are lost", 1)
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:  # None: not installed from Python, nothing to put back
+                signal.signal(sig, handler)
+        report.close()
 
 
 @contextlib.contextmanager
@@ -143,52 +162,134 @@ def survive_lost_terminal():
         os.close(devnull)
 
 
-class _Reporter:
-    """Rich progress bar on a terminal; otherwise a plain log line every 10 seconds."""
+class _Stdout:
+    """File descriptor 1 as a file for rich, without Python's buffer: a thread blocked writing
+    to a pipe nobody reads would hold that buffer's lock, and the interpreter aborts at exit
+    when it cannot take it to flush."""
 
-    def __init__(self, trainer):
-        self.trainer = trainer
+    encoding = "utf-8"
+
+    def write(self, text: str) -> int:
+        data = text.encode(errors="replace")
+        with survive_lost_terminal():
+            while data:
+                data = data[os.write(1, data):]
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return os.isatty(1)
+
+    def fileno(self) -> int:
+        return 1
+
+
+class _Reporter:
+    """Rich progress bar on a terminal; otherwise a plain log line every 10 seconds.
+
+    Only a thread of its own writes to stdout: a pipe nobody reads (or a terminal on hold)
+    blocks that thread, never the training loop or a signal handler, which only queue lines.
+    At most MAX_WAITING lines wait; when more come the oldest waiting ones are dropped, and
+    a line says how many once stdout is read again. The bar shows the newest snapshot only."""
+
+    MAX_WAITING = 1000
+
+    def __init__(self):
         self.tty = sys.stdout.isatty()
         self.progress = None
         self._last_line = 0.0
+        # deque appends and pops are atomic, so a signal handler may queue a line even while
+        # the training thread it interrupted is queueing one (a lock would deadlock there).
+        self._waiting: collections.deque[str] = collections.deque(maxlen=self.MAX_WAITING)
+        self._dropped = 0
+        self._snapshot = None
+        self._bar = None  # (name, total, step) while a trainer runs on a terminal
+        self._closing = False
+        self._stdout = _Stdout()
+        self._writer = threading.Thread(target=self._write_all, name="stdout", daemon=True)
+        self._writer.start()
 
-    def __enter__(self):
+    def say(self, text: str) -> None:
+        if len(self._waiting) == self.MAX_WAITING:
+            self._dropped += 1
+        self._waiting.append(text)
+
+    def line(self, text: str) -> None:
+        self.say(f"{time.strftime('%H:%M:%S')} {text}")
+
+    @contextlib.contextmanager
+    def progress_of(self, trainer):
+        """Report the trainer's events and snapshots while it runs."""
         if self.tty:
+            self._bar = (trainer.config.run.name, trainer.config.run.total_steps, trainer.step)
+        trainer.subscribe(self)
+        try:
+            yield
+        finally:
+            self._bar = None
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Write what waits, for at most `timeout` seconds (stdout may be a pipe nobody reads)."""
+        self._closing = True
+        self._writer.join(timeout)
+
+    def _write_all(self) -> None:
+        written_dropped = 0
+        while True:
+            self._show_progress()
+            if self._dropped > written_dropped:
+                lines, written_dropped = self._dropped - written_dropped, self._dropped
+                self._write(f"({lines:,} lines dropped: stdout was not being read)")
+            try:
+                text = self._waiting.popleft()
+            except IndexError:
+                if self._closing:
+                    break
+                time.sleep(0.1)
+                continue
+            self._write(text)
+        self._bar = None
+        self._show_progress()
+
+    def _show_progress(self) -> None:
+        if self._bar is not None and self.progress is None:
+            from rich.console import Console
             from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
+            name, total, step = self._bar
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                                      TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
                                      TextColumn("{task.fields[sps]:,.0f} steps/s"), TimeRemainingColumn(),
-                                     TextColumn("score {task.fields[score]}"))
+                                     TextColumn("score {task.fields[score]}"), console=Console(file=self._stdout))
             self.progress.start()
-            self.task = self.progress.add_task(self.trainer.config.run.name, total=self.trainer.config.run.total_steps,
-                                               completed=self.trainer.step, sps=0.0, score="-")
-        return self
+            self.task = self.progress.add_task(name, total=total, completed=step, sps=0.0, score="-")
+        item, self._snapshot = self._snapshot, None
+        if item is not None and self.progress is not None:
+            score = f"{item.score:.1f}" if math.isfinite(item.score) else "-"
+            self.progress.update(self.task, completed=item.step, sps=item.steps_per_sec, score=score)
+        if self._bar is None and self.progress is not None:
+            self.progress.stop()
+            self.progress = None
 
-    def __exit__(self, *exc):
+    def _write(self, text: str) -> None:
         if self.progress is not None:
-            with survive_lost_terminal():
-                self.progress.stop()
-
-    def line(self, text: str) -> None:
-        stamp = time.strftime("%H:%M:%S")
-        with survive_lost_terminal():
-            if self.progress is not None:
-                self.progress.console.print(f"{stamp} {text}")
-            else:
-                print(f"{stamp} {text}", flush=True)
+            self.progress.console.print(text, markup=False, highlight=False)
+        else:
+            self._stdout.write(text + "\n")
 
     def __call__(self, item) -> None:
+        """A subscriber: called on the training thread, so it only queues."""
         from a2c_tui.trainer import Event
 
         if isinstance(item, Event):
             self.line(f"{item.level}: {item.text}" if item.level != "info" else item.text)
-            return
-        score = f"{item.score:.1f}" if math.isfinite(item.score) else "-"
-        if self.progress is not None:
-            self.progress.update(self.task, completed=item.step, sps=item.steps_per_sec, score=score)
+        elif self.tty:
+            self._snapshot = item
         elif time.monotonic() - self._last_line >= 10 or item.step >= item.total_steps:
             self._last_line = time.monotonic()
+            score = f"{item.score:.1f}" if math.isfinite(item.score) else "-"
             m = item.metrics
             extra = "".join(f" {k} {m[k]:.3g}" for k in ("entropy", "r2", "grad_norm") if isinstance(m.get(k), float))
             self.line(f"step {item.step:,}/{item.total_steps:,} ({item.step / item.total_steps:.1%}) "
