@@ -140,7 +140,9 @@ def cmd_train_headless(args, config, resume_overrides=None) -> int:
             return 1
         lost = trainer.unsaved()
         if lost:  # its stop or final checkpoint could not be written (a full disk)
-            return _fail(f"{state.value.lower()} without a checkpoint of step {trainer.step:,}: {lost} are lost", 1)
+            report.say(f"a2c-tui: error: {state.value.lower()} without a checkpoint of step {trainer.step:,}: "
+                       f"{lost} are lost", fd=2)
+            return 1
         return 0
     finally:
         for sig, handler in previous.items():
@@ -162,35 +164,39 @@ def survive_lost_terminal():
         os.close(devnull)
 
 
-class _Stdout:
-    """File descriptor 1 as a file for rich, without Python's buffer: a thread blocked writing
-    to a pipe nobody reads would hold that buffer's lock, and the interpreter aborts at exit
-    when it cannot take it to flush."""
+class _Unbuffered:
+    """A file descriptor (1 or 2) as a file for rich, without Python's buffer: a thread blocked
+    writing to a pipe nobody reads would hold that buffer's lock, and the interpreter aborts at
+    exit when it cannot take it to flush."""
 
     encoding = "utf-8"
+
+    def __init__(self, fd: int):
+        self.fd = fd
 
     def write(self, text: str) -> int:
         data = text.encode(errors="replace")
         with survive_lost_terminal():
             while data:
-                data = data[os.write(1, data):]
+                data = data[os.write(self.fd, data):]
         return len(text)
 
     def flush(self) -> None:
         pass
 
     def isatty(self) -> bool:
-        return os.isatty(1)
+        return os.isatty(self.fd)
 
     def fileno(self) -> int:
-        return 1
+        return self.fd
 
 
 class _Reporter:
     """Rich progress bar on a terminal; otherwise a plain log line every 10 seconds.
 
-    Only a thread of its own writes to stdout: a pipe nobody reads (or a terminal on hold)
-    blocks that thread, never the training loop or a signal handler, which only queue lines.
+    Only a thread of its own writes to stdout (and stderr): a pipe nobody reads (or a terminal
+    on hold) blocks that thread, never the training loop or a signal handler, which only queue
+    lines.
     At most MAX_WAITING lines wait; when more come the oldest waiting ones are dropped, and
     a line says how many once stdout is read again. The bar shows the newest snapshot only."""
 
@@ -202,19 +208,19 @@ class _Reporter:
         self._last_line = 0.0
         # deque appends and pops are atomic, so a signal handler may queue a line even while
         # the training thread it interrupted is queueing one (a lock would deadlock there).
-        self._waiting: collections.deque[str] = collections.deque(maxlen=self.MAX_WAITING)
+        self._waiting: collections.deque[tuple[int, str]] = collections.deque(maxlen=self.MAX_WAITING)
         self._dropped = 0
         self._snapshot = None
         self._bar = None  # (name, total, step) while a trainer runs on a terminal
         self._closing = False
-        self._stdout = _Stdout()
+        self._files = {1: _Unbuffered(1), 2: _Unbuffered(2)}
         self._writer = threading.Thread(target=self._write_all, name="stdout", daemon=True)
         self._writer.start()
 
-    def say(self, text: str) -> None:
+    def say(self, text: str, fd: int = 1) -> None:
         if len(self._waiting) == self.MAX_WAITING:
             self._dropped += 1
-        self._waiting.append(text)
+        self._waiting.append((fd, text))
 
     def line(self, text: str) -> None:
         self.say(f"{time.strftime('%H:%M:%S')} {text}")
@@ -241,15 +247,15 @@ class _Reporter:
             self._show_progress()
             if self._dropped > written_dropped:
                 lines, written_dropped = self._dropped - written_dropped, self._dropped
-                self._write(f"({lines:,} lines dropped: stdout was not being read)")
+                self._write(1, f"({lines:,} lines dropped: stdout was not being read)")
             try:
-                text = self._waiting.popleft()
+                fd, text = self._waiting.popleft()
             except IndexError:
                 if self._closing:
                     break
                 time.sleep(0.1)
                 continue
-            self._write(text)
+            self._write(fd, text)
         self._bar = None
         self._show_progress()
 
@@ -262,7 +268,7 @@ class _Reporter:
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                                      TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
                                      TextColumn("{task.fields[sps]:,.0f} steps/s"), TimeRemainingColumn(),
-                                     TextColumn("score {task.fields[score]}"), console=Console(file=self._stdout))
+                                     TextColumn("score {task.fields[score]}"), console=Console(file=self._files[1]))
             self.progress.start()
             self.task = self.progress.add_task(name, total=total, completed=step, sps=0.0, score="-")
         item, self._snapshot = self._snapshot, None
@@ -273,11 +279,11 @@ class _Reporter:
             self.progress.stop()
             self.progress = None
 
-    def _write(self, text: str) -> None:
-        if self.progress is not None:
+    def _write(self, fd: int, text: str) -> None:
+        if self.progress is not None and fd == 1:
             self.progress.console.print(text, markup=False, highlight=False)
         else:
-            self._stdout.write(text + "\n")
+            self._files[fd].write(text + "\n")
 
     def __call__(self, item) -> None:
         """A subscriber: called on the training thread, so it only queues."""
