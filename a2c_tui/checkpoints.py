@@ -324,6 +324,7 @@ def newest_usable(run_dir: str | Path) -> tuple[Path | None, dict[str, Any] | No
 
 
 def newest_valid(run_dir: str | Path) -> Path | None:
+    """newest_usable's file (None: no checkpoint of the run loads with finite weights)."""
     return newest_usable(run_dir)[0]
 
 
