@@ -95,14 +95,15 @@ def a2c_loss(logits: torch.Tensor, values: torch.Tensor, actions: torch.Tensor,
 
 
 class NonFiniteError(RuntimeError):
-    """The loss or the gradient was NaN or infinite; the update was not applied."""
+    """The loss or the gradient was NaN or infinite (the update was not applied), or the
+    optimizer step made the weights so (checkpoints.save_refusal then keeps them off disk)."""
 
 
 def update(model: nn.Module, optimizer: torch.optim.Optimizer, obs: torch.Tensor, actions: torch.Tensor,
            value_targets: torch.Tensor, lr: float, value_coef: float, entropy_coef: float,
            max_grad_norm: float) -> dict[str, float]:
-    """One gradient step on a flattened batch. Raises NonFiniteError (weights untouched)
-    if the loss or the gradient norm is not finite."""
+    """One gradient step on a flattened batch. Raises NonFiniteError if the loss or the
+    gradient norm is not finite (weights untouched) or the step left the weights non-finite."""
     logits, values = model(obs)
     losses = a2c_loss(logits, values, actions, value_targets, value_coef, entropy_coef)
     optimizer.zero_grad(set_to_none=True)
@@ -121,9 +122,17 @@ def update(model: nn.Module, optimizer: torch.optim.Optimizer, obs: torch.Tensor
         values = values.detach()
         names = ("policy_loss", "value_loss", "entropy", "value_target_mean", "value_mean",
                  "advantage_mean", "advantage_std")
-        # one transfer for all of them (one GPU sync instead of seven)
-        numbers = torch.stack([losses.policy, losses.value, losses.entropy, value_targets.mean(), values.mean(),
-                               losses.advantages.mean(), losses.advantages.std()]).tolist()
+        # A finite gradient can still give non-finite weights (Adam with an eps that is 0 in
+        # float32: 0/0). One fused norm per tensor finds them; it overflows only for weights
+        # beyond ~1e19, which overflow the network's outputs anyway.
+        weight_norms = torch.stack(torch._foreach_norm(list(model.parameters()))).sum()
+        # one transfer for all of them (one GPU sync instead of eight)
+        *numbers, weight_norms = torch.stack([
+            losses.policy, losses.value, losses.entropy, value_targets.mean(), values.mean(),
+            losses.advantages.mean(), losses.advantages.std(), weight_norms]).tolist()
+    if not math.isfinite(weight_norms):
+        raise NonFiniteError(f"the optimizer step gave weights with a non-finite norm ({weight_norms}) from a finite "
+                             f"loss and gradient; they are never saved")
     stats = dict(zip(names, numbers))
     stats.update(loss=total, grad_norm=grad_norm, r2=r_squared(value_targets, values), lr=lr)
     return stats

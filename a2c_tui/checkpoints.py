@@ -63,8 +63,29 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def _float_tensors(value: Any):
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point():
+            yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _float_tensors(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _float_tensors(item)
+
+
+def finite_weights(payload: dict[str, Any]) -> bool:
+    """Whether the weights and the optimizer state hold no NaN or inf (a run must never go
+    on from, or save, weights a diverged update left behind)."""
+    return all(bool(torch.isfinite(t).all()) for t in _float_tensors([payload.get("model"), payload.get("optimizer")]))
+
+
 def save(path: Path, payload: dict[str, Any]) -> int:
-    """Serialise and write atomically; returns the size in bytes."""
+    """Serialise and write atomically; returns the size in bytes. Non-finite weights are
+    refused (CheckpointError): "the last good checkpoint" must be good."""
+    if not finite_weights(payload):
+        raise CheckpointError("the weights are not finite (NaN or inf)")
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, **payload}, buffer)
     data = buffer.getvalue()
@@ -246,27 +267,77 @@ def prune(run_dir: Path, keep_last: int) -> list[Path]:
     return removed
 
 
-def newest_valid(run_dir: str | Path) -> Path | None:
-    """The file to resume a run from: the highest step among latest.pt and step_<N>.pt that loads.
+def _newest_first(run_dir: Path):
+    """(path, payload) for latest.pt and every step_<N>.pt that loads, highest step first;
+    latest.pt before the step file it was linked from."""
+    steps = sorted(((int(m.group(1)), p) for p in run_dir.iterdir() if (m := STEP_FILE.match(p.name))), reverse=True)
+    latest = None
+    try:
+        latest = load(run_dir / "latest.pt")
+        latest_step = int(latest["step"])
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        latest_step = -1
+    for step, path in steps:
+        if latest is not None and step <= latest_step:
+            yield run_dir / "latest.pt", latest
+            latest = None
+            if step == latest_step and _same_file(path, run_dir / "latest.pt"):
+                continue
+        try:
+            yield path, load(path)
+        except CheckpointError:
+            continue
+    if latest is not None:
+        yield run_dir / "latest.pt", latest
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def newest_usable(run_dir: str | Path) -> tuple[Path | None, dict[str, Any] | None, list[str]]:
+    """The file to resume a run from: the highest step among latest.pt and step_<N>.pt that
+    loads and holds finite weights, its payload, and the names of newer files skipped for
+    non-finite weights (a run made before they were refused saved them).
 
     latest.pt lags behind a step file when a crash came between writing the file and pointing
     latest at it, and is missing when that happened at the run's first checkpoint."""
-    run_dir = Path(run_dir)
-    steps = sorted(((int(m.group(1)), p) for p in run_dir.iterdir() if (m := STEP_FILE.match(p.name))), reverse=True)
-    latest_step = -1
-    try:
-        latest_step = int(load(run_dir / "latest.pt")["step"])
-    except (CheckpointError, KeyError, TypeError, ValueError):
-        pass
-    for step, path in steps:
-        if step <= latest_step:
-            break
-        try:
-            load(path)
-            return path
-        except CheckpointError:
-            continue
-    return run_dir / "latest.pt" if latest_step >= 0 else None
+    skipped = []
+    for path, payload in _newest_first(Path(run_dir)):
+        if finite_weights(payload):
+            return path, payload, skipped
+        skipped.append(path.name)
+    return None, None, skipped
+
+
+def newest_valid(run_dir: str | Path) -> Path | None:
+    """newest_usable's file (None: no checkpoint of the run loads with finite weights)."""
+    return newest_usable(run_dir)[0]
+
+
+def load_usable(target: str | Path) -> tuple[Path, dict[str, Any], list[str]]:
+    """The checkpoint to train from: `target` when it holds finite weights, else (or for a
+    run directory) the newest file of its run that does; with the names of those skipped."""
+    target = Path(target)
+    if target.is_dir():
+        path, payload, skipped = newest_usable(target)
+        if path is None:
+            if not skipped:
+                load(target / "latest.pt")  # raises the reason nothing loads
+            raise CheckpointError(f"no checkpoint in {str(target)!r} holds finite weights "
+                                  f"({', '.join(skipped)}: NaN or inf)")
+        return path, payload, skipped
+    payload = load(target)
+    if finite_weights(payload):
+        return target, payload, []
+    path, payload, skipped = newest_usable(target.parent)
+    if path is None:
+        raise CheckpointError(f"checkpoint {str(target)!r} holds non-finite weights (NaN or inf) and no other "
+                              f"checkpoint of its run holds finite ones")
+    return path, payload, [target.name] + [name for name in skipped if name != target.name]
 
 
 _STALE_TEMP = re.compile(r"^\.(step_\d+|latest|best)\.pt\..+\.(tmp|link)$")

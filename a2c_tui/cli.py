@@ -6,12 +6,14 @@ attaches the app to it; `train --headless` runs the same service in the foregrou
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import json
 import math
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -251,38 +253,60 @@ def _log_events(item) -> None:
 
 
 def cmd_train_headless(args, config, resume_overrides=None) -> int:
-    """The run's service in the foreground (nohup, CI, schedulers): attachable like any run."""
+    """The run's service in the foreground (nohup, CI, schedulers), attachable like any run. Only the
+    reporter's own thread writes stdout and stderr: a pipe nobody reads never blocks training."""
     import threading
 
     from a2c_tui.protocol import State
     from a2c_tui.service import open_run, serve
 
-    handle, lock = open_run(config, args.resume, resume_overrides)
-    trainer = handle.trainer
-    report = _Reporter(trainer)
-    handle.subscribe(report)
+    handle = None
+    signals: list[int] = []
     stop_requested = threading.Event()
 
     def on_signal(signum, _frame):
         # Queued and run between updates on the training thread: checkpoint, then exit.
-        # The stop goes first: nothing that happens to the terminal may keep it from being queued.
+        # Before the trainer exists (games starting, model being built) it is only noted.
+        signals.append(signum)
         stop_requested.set()
-        trainer.stop()
-        with contextlib.suppress(RuntimeError):  # the signal interrupted a print: it cannot be re-entered
-            report.line(f"received {signal.Signals(signum).name}: saving a checkpoint and stopping")
+        if handle is not None:
+            handle.stop()
+        report.line(f"received {signal.Signals(signum).name}: "
+                    + ("saving a checkpoint and stopping" if handle is not None else "stopping before training"))
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
-    with survive_lost_terminal():
-        print(f"run directory: {trainer.run_dir}", flush=True)
-    with report:
-        state = serve(handle, stop_requested=stop_requested, unattachable=lambda why: report.line(f"warning: {why}"))
-    lock.release()
-    with survive_lost_terminal():
-        print(f"{state.value.lower()} at step {trainer.step:,}; last-100 raw score "
-              f"{trainer.scores.mean_score():.1f} over {trainer.scores.games} games; run directory {trainer.run_dir}",
-              flush=True)
-    return 1 if state == State.ERROR else 0
+    report = _Reporter()
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        handle, lock = open_run(config, args.resume, resume_overrides)
+        trainer = handle.trainer
+        report.say(f"run directory: {trainer.run_dir}")
+        started_at = trainer.step
+        if not signals:
+            with report.progress_of(trainer):
+                state = serve(handle, stop_requested=stop_requested,
+                              unattachable=lambda why: report.line(f"warning: {why}"))
+        if signals and trainer.step == started_at:
+            lock.abandon()
+            trainer.discard()  # nothing trained: a new run leaves no directory behind
+            report.say("stopped before training; nothing to save" + ("" if args.resume else ", run directory removed"))
+            return 0
+        lock.release()
+        report.say(f"{state.value.lower()} at step {trainer.step:,}; last-100 raw score "
+                   f"{trainer.scores.mean_score():.1f} over {trainer.scores.games} games; run directory "
+                   f"{trainer.run_dir}")
+        if state == State.ERROR:
+            return 1
+        lost = trainer.unsaved()
+        if lost:  # its stop or final checkpoint could not be written (a full disk)
+            report.say(f"a2c-tui: error: {state.value.lower()} without a checkpoint of step {trainer.step:,}: "
+                       f"{lost} are lost", fd=2)
+            return 1
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:  # None: not installed from Python, nothing to put back
+                signal.signal(sig, handler)
+        report.close()
 
 
 @contextlib.contextmanager
@@ -298,52 +322,138 @@ def survive_lost_terminal():
         os.close(devnull)
 
 
-class _Reporter:
-    """Rich progress bar on a terminal; otherwise a plain log line every 10 seconds."""
+class _Unbuffered:
+    """A file descriptor (1 or 2) as a file for rich, without Python's buffer: a thread blocked
+    writing to a pipe nobody reads would hold that buffer's lock, and the interpreter aborts at
+    exit when it cannot take it to flush."""
 
-    def __init__(self, trainer):
-        self.trainer = trainer
+    encoding = "utf-8"
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def write(self, text: str) -> int:
+        data = text.encode(errors="replace")
+        with survive_lost_terminal():
+            while data:
+                data = data[os.write(self.fd, data):]
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return os.isatty(self.fd)
+
+    def fileno(self) -> int:
+        return self.fd
+
+
+class _Reporter:
+    """Rich progress bar on a terminal; otherwise a plain log line every 10 seconds.
+
+    Only a thread of its own writes to stdout (and stderr): a pipe nobody reads (or a terminal
+    on hold) blocks that thread, never the training loop or a signal handler, which only queue
+    lines.
+    At most MAX_WAITING lines wait; when more come the oldest waiting ones are dropped, and
+    a line says how many once stdout is read again. The bar shows the newest snapshot only."""
+
+    MAX_WAITING = 1000
+
+    def __init__(self):
         self.tty = sys.stdout.isatty()
         self.progress = None
         self._last_line = 0.0
+        # deque appends and pops are atomic, so a signal handler may queue a line even while
+        # the training thread it interrupted is queueing one (a lock would deadlock there).
+        self._waiting: collections.deque[tuple[int, str]] = collections.deque(maxlen=self.MAX_WAITING)
+        self._dropped = 0
+        self._snapshot = None
+        self._bar = None  # (name, total, step) while a trainer runs on a terminal
+        self._closing = False
+        self._files = {1: _Unbuffered(1), 2: _Unbuffered(2)}
+        self._writer = threading.Thread(target=self._write_all, name="stdout", daemon=True)
+        self._writer.start()
 
-    def __enter__(self):
+    def say(self, text: str, fd: int = 1) -> None:
+        if len(self._waiting) == self.MAX_WAITING:
+            self._dropped += 1
+        self._waiting.append((fd, text))
+
+    def line(self, text: str) -> None:
+        self.say(f"{time.strftime('%H:%M:%S')} {text}")
+
+    @contextlib.contextmanager
+    def progress_of(self, trainer):
+        """Report the trainer's events and snapshots while it runs."""
         if self.tty:
+            self._bar = (trainer.config.run.name, trainer.config.run.total_steps, trainer.step)
+        trainer.subscribe(self)
+        try:
+            yield
+        finally:
+            self._bar = None
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Write what waits, for at most `timeout` seconds (stdout may be a pipe nobody reads)."""
+        self._closing = True
+        self._writer.join(timeout)
+
+    def _write_all(self) -> None:
+        written_dropped = 0
+        while True:
+            self._show_progress()
+            if self._dropped > written_dropped:
+                lines, written_dropped = self._dropped - written_dropped, self._dropped
+                self._write(1, f"({lines:,} lines dropped: stdout was not being read)")
+            try:
+                fd, text = self._waiting.popleft()
+            except IndexError:
+                if self._closing:
+                    break
+                time.sleep(0.1)
+                continue
+            self._write(fd, text)
+        self._bar = None
+        self._show_progress()
+
+    def _show_progress(self) -> None:
+        if self._bar is not None and self.progress is None:
+            from rich.console import Console
             from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
+            name, total, step = self._bar
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                                      TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
                                      TextColumn("{task.fields[sps]:,.0f} steps/s"), TimeRemainingColumn(),
-                                     TextColumn("score {task.fields[score]}"))
+                                     TextColumn("score {task.fields[score]}"), console=Console(file=self._files[1]))
             self.progress.start()
-            self.task = self.progress.add_task(self.trainer.config.run.name, total=self.trainer.config.run.total_steps,
-                                               completed=self.trainer.step, sps=0.0, score="-")
-        return self
+            self.task = self.progress.add_task(name, total=total, completed=step, sps=0.0, score="-")
+        item, self._snapshot = self._snapshot, None
+        if item is not None and self.progress is not None:
+            score = f"{item.score:.1f}" if math.isfinite(item.score) else "-"
+            self.progress.update(self.task, completed=item.step, sps=item.steps_per_sec, score=score)
+        if self._bar is None and self.progress is not None:
+            self.progress.stop()
+            self.progress = None
 
-    def __exit__(self, *exc):
-        if self.progress is not None:
-            with survive_lost_terminal():
-                self.progress.stop()
-
-    def line(self, text: str) -> None:
-        stamp = time.strftime("%H:%M:%S")
-        with survive_lost_terminal():
-            if self.progress is not None:
-                self.progress.console.print(f"{stamp} {text}")
-            else:
-                print(f"{stamp} {text}", flush=True)
+    def _write(self, fd: int, text: str) -> None:
+        if self.progress is not None and fd == 1:
+            self.progress.console.print(text, markup=False, highlight=False)
+        else:
+            self._files[fd].write(text + "\n")
 
     def __call__(self, item) -> None:
+        """A subscriber: called on the training thread, so it only queues."""
         from a2c_tui.protocol import Event
 
         if isinstance(item, Event):
             self.line(f"{item.level}: {item.text}" if item.level != "info" else item.text)
-            return
-        score = f"{item.score:.1f}" if math.isfinite(item.score) else "-"
-        if self.progress is not None:
-            self.progress.update(self.task, completed=item.step, sps=item.steps_per_sec, score=score)
+        elif self.tty:
+            self._snapshot = item
         elif time.monotonic() - self._last_line >= 10 or item.step >= item.total_steps:
             self._last_line = time.monotonic()
+            score = f"{item.score:.1f}" if math.isfinite(item.score) else "-"
             m = item.metrics
             extra = "".join(f" {k} {m[k]:.3g}" for k in ("entropy", "r2", "grad_norm") if isinstance(m.get(k), float))
             self.line(f"step {item.step:,}/{item.total_steps:,} ({item.step / item.total_steps:.1%}) "

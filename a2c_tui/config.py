@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 
+FLOAT32_TINY = 2.0**-126  # the smallest normal float32
+
+
 class ConfigError(ValueError):
     """A config key has a value that is not allowed (message: one line)."""
 
@@ -142,7 +145,8 @@ def _check_range(key: str, value: Any) -> None:
         case "algo.rms_alpha":
             need(0 <= value < 1, "in [0, 1)")
         case "algo.rms_eps":
-            need(0 < value <= 1, "in (0, 1]")
+            # The optimizers compute in float32, where a smaller eps is 0 or subnormal: Adam's 0/0 gives NaN weights.
+            need(FLOAT32_TINY <= value <= 1, f"in [{FLOAT32_TINY:.3g}, 1] (smaller underflows in float32)")
 
 
 def _coerce(key: str, typ: type, value: Any) -> Any:

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import queue
+import shutil
 import threading
 import time
 from concurrent.futures import Future
@@ -77,10 +78,12 @@ class Trainer:
         """`resume` continues a run with its saved config; `resume_overrides` may change its
         config.RESUME_KEYS (threads, device, checkpoint cadence), nothing else."""
         payload = None
+        self._resume_note = ""
         if resume is not None:
-            run_dir, path = resolve_resume(resume)
-            payload = ckpt.load(path)
+            path, payload, skipped = ckpt.load_usable(resume)
+            run_dir = path.parent
             config = config_from_payload(payload, path)
+            self._resume_note = f" from {path.name}{_skipped_note(skipped)}"
             if resume_overrides:
                 config = config.replace(**check_resume_overrides(resume_overrides))
         self.config = config
@@ -89,41 +92,51 @@ class Trainer:
         torch.manual_seed(config.run.seed)
         np.random.seed(config.run.seed % 2**32)
         self.envs = self._make_envs(seed=config.run.seed)  # first: a game that fails to start leaves no run dir
+        self._created_run_dir = False
         try:
             if payload is not None:
                 ckpt.check_compatible(payload, config.env.id, self.envs.n_actions, self.envs.observation_shape, resume)
             self.run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config)
-            try:
-                self.run_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise ConfigError(f"run.out_dir = {config.run.out_dir!r} is not allowed: cannot create "
-                                  f"{self.run_dir} ({e.strerror or e})") from None
-        except BaseException:
+            self.model = ActorCritic(self.envs.observation_shape, self.envs.n_actions).to(self.device)
+            algo = config.algo
+            self.optimizer = make_optimizer(algo.optimizer, self.model.parameters(), algo.lr, algo.rms_alpha,
+                                            algo.rms_eps)
+            self.hparams = {k: getattr(algo, k) for k in LIVE_KEYS}
+            self.base_lr = algo.lr
+            self.step = 0
+            self.updates = 0
+            self.elapsed = 0.0
+            self.scores = ScoreWindow(100)
+            self.best_score = -math.inf
+            self.last_checkpoint_step = 0
+            self.last_checkpoint: str | None = None  # the file holding last_checkpoint_step (None: there is none)
+            self._failed_checkpoint_step = 0  # a periodic save that failed (disk full) is retried an interval later
+            self._metrics_failing = False  # said once while metrics.jsonl cannot be written, not at every record
+            if payload is not None:
+                self._restore(payload, path.name)
+            _check_room_for_a_checkpoint(self.run_dir, self.model)
+            if not self.run_dir.exists():
+                try:
+                    self.run_dir.mkdir(parents=True)
+                except OSError as e:
+                    raise ConfigError(f"run.out_dir = {config.run.out_dir!r} is not allowed: cannot create "
+                                      f"{self.run_dir} ({e.strerror or e})") from None
+                self._created_run_dir = True
+            if payload is not None:
+                self._truncate_metrics()
+                ckpt.remove_stale_temp(self.run_dir)
+            ckpt.atomic_write_bytes(self.run_dir / "config.toml", to_toml(config).encode())
+            obs_dtype = torch.uint8 if self.model.is_image else torch.float32
+            self.rollout = Rollout(algo.n_steps, config.env.num_envs, self.envs.observation_shape, obs_dtype,
+                                   self.device)
+            self.obs = self.envs.reset()
+            self.metrics = MetricsSink(self.run_dir, tensorboard=tensorboard)
+        except BaseException as e:
             self.envs.close()  # else ALE's thread pool lives on until garbage collection
+            self._remove_new_run_dir()
+            if isinstance(e, OSError):  # a full or read-only disk: one line, and no half-made run directory
+                raise ConfigError(f"cannot write the run directory {self.run_dir} ({e.strerror or e})") from None
             raise
-        self.model = ActorCritic(self.envs.observation_shape, self.envs.n_actions).to(self.device)
-        algo = config.algo
-        self.optimizer = make_optimizer(algo.optimizer, self.model.parameters(), algo.lr, algo.rms_alpha, algo.rms_eps)
-        self.hparams = {k: getattr(algo, k) for k in LIVE_KEYS}
-        self.base_lr = algo.lr
-        self.step = 0
-        self.updates = 0
-        self.elapsed = 0.0
-        self.scores = ScoreWindow(100)
-        self.best_score = -math.inf
-        self.last_checkpoint_step = 0
-        self._failed_checkpoint_step = 0  # a periodic save that failed (disk full) is retried an interval later
-        self._metrics_failing = False  # said once while metrics.jsonl cannot be written, not at every record
-        if payload is not None:
-            self._restore(payload)
-            self._truncate_metrics()
-            ckpt.remove_stale_temp(self.run_dir)
-        (self.run_dir / "config.toml").write_text(to_toml(config))
-
-        obs_dtype = torch.uint8 if self.model.is_image else torch.float32
-        self.rollout = Rollout(algo.n_steps, config.env.num_envs, self.envs.observation_shape, obs_dtype, self.device)
-        self.obs = self.envs.reset()
-        self.metrics = MetricsSink(self.run_dir, tensorboard=tensorboard)
         self._pending_stats: list[dict[str, float]] = []
         self._last_record: Mapping[str, Any] = MappingProxyType({})
         self._rate = (time.perf_counter(), self.step, 0.0)  # for steps/s between records
@@ -164,7 +177,7 @@ class Trainer:
             "saved_at": time.time(),
         }
 
-    def _restore(self, payload: dict[str, Any]) -> None:
+    def _restore(self, payload: dict[str, Any], name: str) -> None:
         try:
             self.model.load_state_dict(payload["model"])
             self.optimizer.load_state_dict(payload["optimizer"])
@@ -181,9 +194,16 @@ class Trainer:
         except (KeyError, RuntimeError, TypeError, ValueError) as e:
             raise ckpt.CheckpointError(f"checkpoint does not match this model: {str(e).splitlines()[0][:160]}") from None
         self.last_checkpoint_step = self._failed_checkpoint_step = self.step
+        self.last_checkpoint = name
         # The games in progress cannot be restored; new seeds keep them from repeating.
         self.envs.close()
         self.envs = self._make_envs(seed=self.config.run.seed + self.updates)
+
+    def _remove_new_run_dir(self) -> None:
+        """A run directory this trainer made and never trained in holds nothing worth keeping."""
+        if self._created_run_dir and self.updates == 0:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            self._created_run_dir = False
 
     def _truncate_metrics(self) -> None:
         """Drop records written after the checkpoint we resume from (a crash left them)."""
@@ -246,9 +266,18 @@ class Trainer:
 
     def run(self) -> State:
         """Run the loop in this thread until finished, stopped or failed (headless)."""
-        self._state = State.RUNNING
+        with self._lock:
+            if self._state == State.PAUSED:  # not STOPPED: a signal may have come first
+                self._state = State.RUNNING
         self._loop(exit_when_idle=True)
         return self._state
+
+    def discard(self) -> None:
+        """Let go of a run that never took an update (stopped before it began): its envs, and
+        the run directory if this trainer made it. A run that trained is left as it is."""
+        self.metrics.close()
+        self.envs.close()
+        self._remove_new_run_dir()
 
     def _loop(self, exit_when_idle: bool = False) -> None:
         self._looping = True
@@ -262,7 +291,7 @@ class Trainer:
 
     def _loop_body(self, exit_when_idle: bool) -> None:
         self._event("info", f"run {self.run_dir.name} at step {self.step:,} of {self.config.run.total_steps:,} "
-                            f"on {self.device.type}")
+                            f"on {self.device.type}{self._resume_note}")
         self._publish(force=True)
         while True:
             self._run_commands()
@@ -343,6 +372,15 @@ class Trainer:
         path = self.run_dir / f"step_{self.step}.pt"
         try:
             size = ckpt.save(path, self._payload())
+        except (OSError, ckpt.CheckpointError) as e:  # a full disk; non-finite weights
+            after = {"periodic": f"training goes on (retried in {self.config.run.checkpoint_every:,} steps)",
+                     "stop": "training stopped", "final": "training finished"}.get(reason)
+            lost = self.unsaved()
+            self._event("error", f"checkpoint {path.name} not written ({getattr(e, 'strerror', None) or e}); "
+                                 f"{after + '; ' if after else ''}{lost + ' are not saved' if lost else 'nothing is lost'}")
+            return None
+        self.last_checkpoint_step, self.last_checkpoint = self.step, path.name
+        try:
             ckpt.link_or_copy(path, self.run_dir / "latest.pt")
             score = self.scores.mean_score()
             index_update = {"latest": path.name, "files": {path.name: {"step": self.step, "score": _finite_or_none(score),
@@ -351,26 +389,32 @@ class Trainer:
             if math.isfinite(score) and score > self.best_score:
                 self.best_score = score
                 ckpt.mark_best(self.run_dir, path, "score", score)
-        except OSError as e:
-            self._event("error", f"checkpoint {path.name} not written ({e.strerror or e}); the previous one is intact, "
-                                 f"training goes on")
-            return None
-        self.last_checkpoint_step = self.step
+        except OSError as e:  # the checkpoint is whole; --resume finds it by its name
+            self._event("warning", f"{path.name} written, but latest.pt or index.json not updated ({e.strerror or e})")
         ckpt.prune(self.run_dir, self.config.run.keep_last)
         self._event("info", f"saved {path.name} ({reason}, {size / 2**20:.1f} MiB)")
         return path
 
+    def unsaved(self) -> str:
+        """The training no checkpoint holds, in words ("" when there is none)."""
+        if self.step == self.last_checkpoint_step:
+            return ""
+        if self.last_checkpoint is None:
+            return f"all {self.step:,} steps of this run (it has no checkpoint)"
+        return f"the {self.step - self.last_checkpoint_step:,} steps since {self.last_checkpoint} (step " \
+               f"{self.last_checkpoint_step:,})"
+
     def _load(self, path: str | Path) -> int:
-        payload = ckpt.load(path)
+        path, payload, skipped = ckpt.load_usable(path)
         ckpt.check_compatible(payload, self.config.env.id, self.envs.n_actions, self.envs.observation_shape, path)
-        self._restore(payload)
+        self._restore(payload, path.name)
         self.obs = self.envs.reset()
         self._rate = (time.perf_counter(), self.step, 0.0)
         self._pending_stats.clear()
         with self._lock:
             if self._state in (State.ERROR, State.FINISHED):
                 self._state = State.PAUSED
-        self._event("info", f"loaded {Path(path).name} at step {self.step:,}")
+        self._event("info", f"loaded {path.name} at step {self.step:,}{_skipped_note(skipped)}")
         return self.step
 
     # ----- commands (any thread) ------------------------------------------------------
@@ -528,6 +572,24 @@ def _to_cpu(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(_to_cpu(v) for v in value)
     return value
+
+
+def _check_room_for_a_checkpoint(run_dir: Path, model: torch.nn.Module) -> None:
+    """Refuse to start on a disk that cannot hold one checkpoint (weights and at most two
+    optimizer buffers as large): every save of such a run would fail."""
+    need = 3 * sum(p.numel() * p.element_size() for p in model.parameters()) + 2**20
+    existing = next((p for p in (run_dir, *run_dir.parents) if p.exists()), Path("."))
+    try:
+        free = shutil.disk_usage(existing).free
+    except OSError:
+        return  # creating the directory will say what is wrong
+    if free < need:
+        raise ConfigError(f"not enough disk space for a checkpoint in {existing}: {free / 2**20:.1f} MiB free, "
+                          f"{need / 2**20:.1f} MiB needed")
+
+
+def _skipped_note(skipped: list[str]) -> str:
+    return f" (skipped {', '.join(skipped)}: non-finite weights)" if skipped else ""
 
 
 def _finite_or_none(value: float) -> float | None:

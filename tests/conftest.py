@@ -42,7 +42,7 @@ def wait_until(condition, timeout: float = 90, what: str = "condition", poll: fl
         if value:
             return value
         time.sleep(poll)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture

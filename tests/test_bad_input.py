@@ -90,7 +90,7 @@ RULES = {  # key -> (valid values, invalid values of the right type)
     "algo.max_grad_norm": floats(0, 1e6, lo_open=True),
     "algo.optimizer": choices("rmsprop_tf", "rmsprop", "adam"),
     "algo.rms_alpha": floats(0, 1, hi_open=True),
-    "algo.rms_eps": floats(0, 1, lo_open=True),
+    "algo.rms_eps": floats(2.0**-126, 1),  # the optimizers run in float32: no eps that underflows there
 }
 TYPES = {"run.name": str, "run.device": str, "run.out_dir": str, "env.id": str, "algo.lr_schedule": str,
          "algo.optimizer": str, "env.clip_rewards": bool,

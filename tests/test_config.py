@@ -21,6 +21,7 @@ BAD_CONFIGS = {
     "wrong type string for float": ('algo.lr="fast"', None, "algo.lr"),
     "lr zero": ("algo.lr=0", None, "algo.lr"),
     "lr negative": ("algo.lr=-1e-3", None, "algo.lr"),
+    "eps that is 0 in float32": ("algo.rms_eps=1e-300", None, "algo.rms_eps"),  # Adam: 0/0, NaN weights
     "num_envs zero": ("env.num_envs=0", None, "env.num_envs"),
     "gamma zero": ("algo.gamma=0", None, "algo.gamma"),
     "gamma above one": ("algo.gamma=1.01", None, "algo.gamma"),

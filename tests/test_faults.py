@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ from a2c_tui.trainer import Event, State, Trainer, resolve_resume
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 import kill_loop as kill_bench  # noqa: E402
-from conftest import drain_terminal  # noqa: E402
+from conftest import drain_terminal, wait_until  # noqa: E402
 
 TEMP_NAME = re.compile(r"^\..*\.(tmp|link)$")  # atomic_write_bytes / link_or_copy temp files
 
@@ -81,14 +82,6 @@ def between_updates(trainer: Trainer) -> None:
     """Pause and wait until the update in flight (and its checkpoint) is done."""
     trainer.pause()
     trainer.weights().result(timeout=60)  # commands run on the training thread between updates
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def digest(path: Path) -> str:
@@ -345,6 +338,85 @@ def test_sighup_from_a_dropped_ssh_session_saves_and_exits_0(tmp_path):
     check_resume_continues(run_dir, tmp_path, stopped_at, None, None)
 
 
+def test_a_stdout_pipe_nobody_reads_never_stalls_training_or_the_signal(tmp_path):
+    """`Popen(stdout=PIPE, stderr=STDOUT)` never drained, the pipe shrunk to one page so that a
+    line per checkpoint fills it within seconds: training goes on after it is full, and
+    SIGTERM still saves and exits."""
+    import fcntl
+    import termios
+
+    from a2c_tui.metrics import read_jsonl
+
+    out_dir = tmp_path / "runs"
+    args = ["train", "--headless", "--config", "configs/cartpole.toml", "--set", f'run.out_dir="{out_dir}"',
+            "--set", "run.total_steps=100000000", "--set", "run.checkpoint_every=40", "--set", "run.log_every=1"]
+    proc = subprocess.Popen(kill_bench.cli_command() + args, cwd=ROOT, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    try:
+        fcntl.fcntl(proc.stdout, fcntl.F_SETPIPE_SZ, 4096)
+
+        def last_step() -> int:
+            assert proc.poll() is None, f"the trainer exited early with {proc.returncode}"
+            records = [r for run in out_dir.glob("*") for r in read_jsonl(run / "metrics.jsonl")]
+            return records[-1]["step"] if records else 0
+
+        def waiting_in_pipe() -> int:
+            last_step()
+            return int.from_bytes(fcntl.ioctl(proc.stdout, termios.FIONREAD, b"\0" * 4), sys.byteorder)
+
+        wait_until(lambda: waiting_in_pipe() >= 4096 - 200, 120, "stdout to fill up")  # no room for another line
+        full_at = last_step()
+        wait_until(lambda: last_step() >= full_at + 4000, 120, "training to go on while stdout is full")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        proc.stdout.close()
+    run_dir = next(out_dir.iterdir())
+    stopped_at = ckpt.load(run_dir / "latest.pt")["step"]
+    assert stopped_at >= read_jsonl(run_dir / "metrics.jsonl")[-1]["step"] >= full_at + 4000  # the signal's checkpoint
+
+
+SIGNAL_DURING = r"""
+import os, signal, sys
+import a2c_tui.trainer
+from a2c_tui import cli
+
+name = sys.argv[1]
+real = getattr(a2c_tui.trainer, name)
+
+
+def signalled(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return real(*args, **kwargs)
+
+
+setattr(a2c_tui.trainer, name, signalled)
+sys.exit(cli.main(sys.argv[2:]))
+"""
+
+
+def test_sigterm_before_training_starts_exits_0_and_leaves_no_run_directory(tmp_path):
+    """SIGTERM while the games start (before the run directory exists) or just after the run
+    directory was made: the run stops cleanly, and a run that never trained leaves nothing."""
+    def run(during: str) -> tuple[str, subprocess.CompletedProcess]:
+        out_dir = tmp_path / during
+        args = ["train", "--headless", "--config", "configs/cartpole.toml", "--set", f'run.out_dir="{out_dir}"']
+        return out_dir, subprocess.run([sys.executable, "-c", SIGNAL_DURING, during, *args], cwd=ROOT,
+                                       capture_output=True, text=True, timeout=300,
+                                       env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+    with ThreadPoolExecutor(2) as pool:
+        for out_dir, proc in pool.map(run, ["make_envs", "MetricsSink"]):
+            assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+            assert "received SIGTERM: stopping before training" in proc.stdout
+            assert "stopped before training; nothing to save, run directory removed" in proc.stdout
+            assert not out_dir.exists() or list(out_dir.iterdir()) == []
+
+
 # ----- a full disk -------------------------------------------------------------------------
 class FullDisk:
     """Stands in for the `os` module inside a2c_tui.checkpoints. While `full`, a file write
@@ -437,7 +509,9 @@ def test_disk_full_during_checkpoint_keeps_the_previous_one_and_training_goes_on
 def test_real_full_filesystem_headless_run_goes_on_and_stops_cleanly(tmp_path):
     """A real tiny filesystem (tmpfs, needs root): one checkpoint fits, then the disk is filled.
     Checkpoints, metrics.jsonl and TensorBoard all fail; training goes on, SIGTERM still ends
-    it with exit code 0, the checkpoint from before is intact and the run resumes from it."""
+    it, with exit code 1 and a line saying what is lost (its checkpoint could not be written);
+    the checkpoint from before is intact and the run resumes from it. A new run or a resume
+    on the full disk is refused in one line and leaves nothing behind."""
     mount = tmp_path / "tiny"
     mount.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=30m", "tmpfs", str(mount)], capture_output=True).returncode:
@@ -466,24 +540,119 @@ def test_real_full_filesystem_headless_run_goes_on_and_stops_cleanly(tmp_path):
                 wait_until(lambda: log.read_text().count("No space left") >= 2, 120, "failed writes")
                 time.sleep(5)  # training on a full disk
                 proc.send_signal(signal.SIGTERM)
-                assert proc.wait(60) == 0, log.read_text()[-2000:]
+                assert proc.wait(60) == 1, log.read_text()[-2000:]
             finally:
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait(10)
         text = log.read_text()
         stopped_at = int(FINAL_LINE.search(text).group(1).replace(",", ""))
+        assert (f"a2c-tui: error: stopped without a checkpoint of step {stopped_at:,}: the {stopped_at - first_step:,} "
+                f"steps since step_{first_step}.pt (step {first_step:,}) are lost") in text, text[-2000:]
+        assert "intact" not in text and "training stopped; training goes on" not in text
         assert stopped_at >= first_step + 2 * 400, "training did not go on"
         failures = len(re.findall(r"checkpoint step_\d+\.pt not written \(No space left on device\)", text))
         assert 1 <= failures <= (stopped_at - first_step) // 400 + 2  # retried once an interval, not every update
         assert text.count("metrics not written") == 1  # said once, not at every record
         assert digest(run_dir / "latest.pt") == first
         assert temp_files(run_dir) == []
+        files = sorted(mount.rglob("*"))
+        for args in (["--config", "configs/smoke.toml", "--set", f'run.out_dir="{mount}"'], ["--resume", str(run_dir)]):
+            refused = subprocess.run(kill_bench.cli_command() + ["train", "--headless", *args], cwd=ROOT,
+                                     capture_output=True, text=True, timeout=300,
+                                     env={**os.environ, "PYTHONWARNINGS": "ignore"})
+            assert refused.returncode == 2, refused.stdout[-1000:] + refused.stderr[-1000:]
+            assert refused.stderr.startswith("a2c-tui: error: ") and len(refused.stderr.splitlines()) == 1
+            assert sorted(mount.rglob("*")) == files  # nothing left behind
         (mount / "filler").unlink()  # space freed: the run resumes from the checkpoint before the fault
         _, path = resolve_resume(run_dir)
         assert ckpt.load(path)["step"] == first_step
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def headless(out_dir: Path, *overrides: str) -> list[str]:
+    """`train --headless` arguments: the smoke preset, 2 envs (10 steps an update)."""
+    args = ["train", "--headless", "--config", str(ROOT / "configs" / "smoke.toml"), "--set",
+            f"run.out_dir={str(out_dir)!r}", "--set", "env.num_envs=2", "--set", "env.max_episode_frames=400"]
+    for override in overrides:
+        args += ["--set", override]
+    return args
+
+
+def test_a_run_whose_final_checkpoint_is_not_written_exits_1_and_says_what_is_lost(tmp_path, monkeypatch, capfd):
+    from a2c_tui import cli
+
+    monkeypatch.setattr(ckpt, "save", _no_space)
+    code = cli.main(headless(tmp_path, "run.total_steps=100", "run.checkpoint_every=40"))
+    out, err = capfd.readouterr()
+    assert code == 1, out + err
+    assert err.splitlines() == ["a2c-tui: error: finished without a checkpoint of step 100: all 100 steps of this "
+                                "run (it has no checkpoint) are lost"]
+    assert "checkpoint step_40.pt not written (No space left on device); training goes on (retried in 40 steps); " \
+           "all 40 steps of this run (it has no checkpoint) are not saved" in out
+    assert "checkpoint step_100.pt not written (No space left on device); training finished; all 100 steps " in out
+    assert "intact" not in out
+
+
+def test_messages_about_a_failed_save_say_only_what_is_true(tmp_path, monkeypatch):
+    """A checkpoint asked for, then the stop, on a full disk: no "previous one is intact" when
+    there is none, no "training goes on" when it stopped; what is not saved, counted."""
+    disk = FullDisk(os, "write")
+    monkeypatch.setattr(ckpt, "os", disk)
+    trainer = Trainer(small_config(tmp_path), tensorboard=False)
+    events = Events()
+    trainer.subscribe(events)
+    try:
+        trainer.train_update()
+        trainer.train_update()
+        disk.full = True
+        assert trainer.save_now().result(timeout=60) is None
+        assert events.errors()[-1].text == "checkpoint step_20.pt not written (No space left on device); all 20 " \
+                                           "steps of this run (it has no checkpoint) are not saved"
+        disk.full = False
+        assert trainer.save_now().result(timeout=60) == trainer.run_dir / "step_20.pt"
+        trainer.train_update()
+        disk.full = True
+        assert trainer.stop().result(timeout=60) is None
+        assert events.errors()[-1].text == "checkpoint step_30.pt not written (No space left on device); training " \
+                                           "stopped; the 10 steps since step_20.pt (step 20) are not saved"
+        assert trainer.unsaved() == "the 10 steps since step_20.pt (step 20)"
+    finally:
+        trainer.envs.close()
+        trainer.metrics.close()
+
+
+def _full(monkeypatch, how: str) -> None:
+    if how == "no room for a checkpoint":
+        monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    else:  # the free space is not what statvfs says (quotas, reserved blocks): writes fail
+        disk = FullDisk(os, "write")
+        disk.full = True
+        monkeypatch.setattr(ckpt, "os", disk)
+
+
+@pytest.mark.parametrize("how", ["no room for a checkpoint", "writes fail"])
+def test_a_new_run_or_resume_on_a_full_disk_is_one_line_and_leaves_nothing(trained_run, tmp_path, monkeypatch,
+                                                                              capfd, how):
+    from a2c_tui import cli
+
+    run_dir = copy_run(trained_run, tmp_path)
+    before = {p.name: digest(p) for p in run_dir.iterdir() if p.is_file()}
+    out_dir = tmp_path / "runs"
+    _full(monkeypatch, how)
+    for args in (headless(out_dir, "run.total_steps=100"), ["train", "--headless", "--resume", str(run_dir)]):
+        code = cli.main(args)
+        err = capfd.readouterr().err
+        assert code == 2, err
+        assert len(err.splitlines()) == 1 and err.startswith("a2c-tui: error: "), err
+        assert ("not enough disk space" if how == "no room for a checkpoint" else "No space left on device") in err
+    assert not out_dir.exists() or list(out_dir.iterdir()) == []  # no empty run directory
+    assert {p.name: digest(p) for p in run_dir.iterdir() if p.is_file()} == before  # the resumed run untouched
 
 
 class _FailingFile:
@@ -632,6 +801,61 @@ def test_headless_non_finite_update_exits_1_and_resume_starts_at_the_last_good_c
         assert resumed.run() == State.FINISHED and resumed.step == 400
     finally:
         resumed.envs.close()
+
+
+def _finite(path: Path) -> bool:
+    return all(torch.isfinite(v).all() for v in ckpt.load(path)["model"].values())
+
+
+def test_an_optimizer_step_that_breaks_the_weights_pauses_and_nothing_non_finite_is_saved(tmp_path):
+    """Adam with an eps that is 0 in float32 (the config refuses one now; an old checkpoint
+    could bring it): 0/0 gives NaN weights from a finite loss and gradient."""
+    config = small_config(tmp_path, **{"algo.optimizer": "adam", "run.checkpoint_every": 10})
+    trainer = Trainer(config, tensorboard=False)
+    for group in trainer.optimizer.param_groups:
+        group["eps"] = 0.0
+    events = Events()
+    trainer.subscribe(events)
+    assert trainer.run() == State.ERROR
+    assert all(_finite(path) for path in trainer.run_dir.glob("*.pt"))
+    errors = events.errors()
+    assert "optimizer step gave weights with a non-finite norm" in errors[0].text, [e.text for e in errors]
+    assert "last good checkpoint" in errors[0].text
+    assert trainer.save_now().result(timeout=60) is None  # and a save asked for by hand is refused
+    assert "not finite" in events.errors()[-1].text
+    assert all(_finite(path) for path in trainer.run_dir.glob("*.pt"))
+
+
+def _save_non_finite(path: Path) -> None:
+    """What a run made before non-finite weights were refused could leave: NaN weights."""
+    payload = ckpt.load(path)
+    payload["model"] = {k: torch.full_like(v, float("nan")) for k, v in payload["model"].items()}
+    torch.save(payload, path)
+
+
+def test_resume_and_load_skip_checkpoints_with_non_finite_weights_and_say_so(trained_run, tmp_path):
+    run_dir = copy_run(trained_run, tmp_path)
+    for name in ("latest.pt", "step_300.pt"):
+        _save_non_finite(run_dir / name)
+    trainer = Trainer(small_config(tmp_path), resume=run_dir, tensorboard=False)
+    events = Events()
+    trainer.subscribe(events)
+    try:
+        assert trainer.step == 200
+        # In the app the user picks the broken file: the newest finite one is loaded instead.
+        assert trainer.load(run_dir / "step_300.pt").result(timeout=60) == 200
+        assert events.items[-1].text == "loaded step_200.pt at step 200 (skipped step_300.pt, latest.pt: non-finite weights)"
+        assert trainer.run() == State.FINISHED and trainer.step == 300
+        started = next(e.text for e in events.items if e.text.startswith("run "))
+        assert started.endswith(" from step_200.pt (skipped latest.pt, step_300.pt: non-finite weights)")
+    finally:
+        trainer.envs.close()
+    assert all(_finite(path) for path in run_dir.glob("*.pt"))
+    for path in run_dir.glob("*.pt"):
+        _save_non_finite(path)
+    with pytest.raises(ckpt.CheckpointError, match="holds finite weights") as refused:
+        Trainer(small_config(tmp_path), resume=run_dir, tensorboard=False)
+    assert "\n" not in str(refused.value)
 
 
 # ----- evaluations beside training ---------------------------------------------------------
