@@ -468,3 +468,19 @@ async def test_a_log_pane_never_opened_keeps_only_its_last_lines(fake):
         await until(pilot, lambda: len(app.log_view.lines) > 0, what="the log pane to render")
         assert f"event {limit + 499}" in app.log_view.lines[-1].text
         assert len(app.log_view.lines) <= limit
+
+
+# ----- issue 17: what a new user met --------------------------------------------------
+@sync
+async def test_showing_the_game_leaves_no_focus_in_a_hidden_field(fake):
+    """At 200x60 Textual handed the hidden Start button's focus to the episodes field beside
+    it: `p` then typed into the hidden form instead of pausing."""
+    app = A2CApp(fake)
+    async with app.run_test(size=(200, 60)) as pilot:
+        await pilot.press("4", "v")
+        await pilot.pause(0.1)
+        assert app.focused is None or app.focused in app.screen.focus_chain
+        await pilot.press("p", "1", "2", "3")
+        assert ("resume", None) in fake.calls and app.query_one("#eval-episodes", Input).value == "100"
+        await pilot.press("4", "v", "v")  # back from the game: the pane's control has the keys again
+        assert app.focused is app.query_one("#eval-start")

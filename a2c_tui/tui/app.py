@@ -301,8 +301,17 @@ class A2CApp(App[int]):
         self._show_game(not self.game_pane.display)
 
     def _show_game(self, show: bool) -> None:
+        if show == self.game_pane.display:
+            return
+        tabs = self.query_one(TabbedContent)
         self.game_pane.display = show
-        self.query_one(TabbedContent).display = not show
+        tabs.display = not show
+        # Textual hands the focus of a hidden widget to a sibling, hidden with it (a form field
+        # that then swallows every key): keys go to the app while the game shows.
+        if show:
+            self.set_focus(None)
+        else:
+            self._focus_pane(tabs.active)
 
     def _focus_pane(self, pane: str) -> None:
         if pane == "checkpoints":
