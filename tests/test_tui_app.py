@@ -484,3 +484,13 @@ async def test_showing_the_game_leaves_no_focus_in_a_hidden_field(fake):
         assert ("resume", None) in fake.calls and app.query_one("#eval-episodes", Input).value == "100"
         await pilot.press("4", "v", "v")  # back from the game: the pane's control has the keys again
         assert app.focused is app.query_one("#eval-start")
+
+
+@sync
+async def test_a_paused_run_shows_no_speed(fake):
+    app = A2CApp(fake)
+    async with app.run_test() as pilot:
+        assert "- steps/s" in app.status.text and "1,024" not in app.status.text
+        await pilot.press("p")
+        await until(pilot, lambda: "RUNNING" in app.status.text, what="running")
+        assert "1,024 steps/s" in app.status.text
