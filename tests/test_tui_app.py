@@ -494,3 +494,13 @@ async def test_a_paused_run_shows_no_speed(fake):
         await pilot.press("p")
         await until(pilot, lambda: "RUNNING" in app.status.text, what="running")
         assert "1,024 steps/s" in app.status.text
+
+
+@sync
+async def test_e_outside_the_checkpoints_pane_evaluates_the_current_weights(fake):
+    app = A2CApp(fake)
+    async with app.run_test() as pilot:
+        await pilot.press("3", "e")  # the selected checkpoint
+        assert "step_48000.pt" in app.evaluation_pane.describe()
+        await pilot.press("1", "e")
+        assert "the current weights" in app.evaluation_pane.describe()

@@ -260,8 +260,8 @@ class A2CApp(App[int]):
         if tabs.active == "evaluation":
             self.evaluation_pane.start()
             return
-        if tabs.active == "checkpoints" and self.checkpoints_pane.selected is not None:
-            self.evaluation_pane.choose(self.checkpoints_pane.selected)
+        # From the checkpoints table: the selected file; from anywhere else: the current weights.
+        self.evaluation_pane.choose(self.checkpoints_pane.selected if tabs.active == "checkpoints" else None)
         self._ready_evaluation()
 
     def _ready_evaluation(self) -> None:
