@@ -115,7 +115,8 @@ class LocalHandle:
         return ckpt.list_checkpoints(self.run_dir)
 
     def delete_checkpoint(self, path: str | Path) -> None:
-        """Delete a checkpoint file (and its evaluation). `latest` cannot go while training."""
+        """Delete a checkpoint file (and its evaluation; best.pt with the file it was made from).
+        `latest` cannot go while training."""
         path = Path(path)
         if path.parent.resolve() != self.run_dir.resolve() or path.suffix != ".pt":
             raise ConfigError(f"{path} is not a checkpoint of this run")
@@ -123,11 +124,7 @@ class LocalHandle:
         is_latest = path.name == "latest.pt" or index.get("latest") == path.name
         if is_latest and self.state in (State.RUNNING, State.PAUSED):
             raise ConfigError("the latest checkpoint cannot be deleted while training")
-        for victim in (path, ckpt.eval_result_path(path)):
-            try:
-                victim.unlink()
-            except FileNotFoundError:
-                pass
+        ckpt.delete(path)
 
     # --- evaluation (call from a worker thread) ---
     def evaluate(self, source: str | Path | None, episodes: int = 100, envs: int = 8, greedy: bool = False,

@@ -274,9 +274,10 @@ async def test_load_and_delete_ask_first_and_latest_is_protected(fake):
         assert not any(name == "load" for name, _ in fake.calls)
         await pilot.press("l", "y")
         await until(pilot, lambda: ("load", fake.checkpoints[0].path) in fake.calls, what="load")
-        await pilot.press("d", "y")  # the first row is latest: refused while training
-        await until(pilot, lambda: any("cannot be deleted" in t for t in errors(app)), what="refusal")
-        assert table.row_count == 3
+        await pilot.press("d")  # the first row is latest: refused while training, before asking
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert any("cannot be deleted" in n.message for n in app._notifications)
+        assert table.row_count == 3 and not any(name == "delete" for name, _ in fake.calls)
         await pilot.press("down", "d", "y")
         await until(pilot, lambda: table.row_count == 2, what="row deleted")
         assert all(c.step != 40000 for c in fake.checkpoints)

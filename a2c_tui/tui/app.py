@@ -359,6 +359,12 @@ class A2CApp(App[int]):
             self.push_screen(ConfirmScreen(f"Load {path.name} into the trainer?\nTraining continues from step "
                                            f"{step}; progress since the last save is lost.", yes="Load"), load)
         elif request.action == "delete" and path is not None:
+            tags = next((i.tags for i in self.checkpoints_pane.infos if i.path == path), ())
+            if "latest" in tags and state_name(self.handle.state) in (RUNNING, PAUSED):  # the handle refuses it
+                self.notify(f"{path.name} is the latest checkpoint: it cannot be deleted while training",
+                            severity="warning", markup=False)
+                return
+
             def delete(yes: bool | None) -> None:
                 if not yes:
                     return
@@ -370,7 +376,8 @@ class A2CApp(App[int]):
                 else:
                     self.log_line("info", f"deleted {path.name}")
                 self.refresh_checkpoints()
-            self.push_screen(ConfirmScreen(f"Delete {path.name} and its evaluation?", yes="Delete"), delete)
+            also = " and best.pt (the same checkpoint)" if "best" in tags and path.name != "best.pt" else ""
+            self.push_screen(ConfirmScreen(f"Delete {path.name}{also} and its evaluation?", yes="Delete"), delete)
 
     @on(HyperparametersPane.LiveChange)
     def _live_change(self, change: HyperparametersPane.LiveChange) -> None:
