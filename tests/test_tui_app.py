@@ -505,3 +505,65 @@ async def test_e_outside_the_checkpoints_pane_evaluates_the_current_weights(fake
         assert "step_48000.pt" in app.evaluation_pane.describe()
         await pilot.press("1", "e")
         assert "the current weights" in app.evaluation_pane.describe()
+
+
+@sync
+async def test_a_long_refused_value_is_clipped_and_the_reason_comes_first(fake):
+    app = A2CApp(fake)
+    async with app.run_test(notifications=True) as pilot:
+        await pilot.press("2")
+        field = app.query_one("#live-value_coef", Input)
+        field.focus()
+        field.value = "x" * 800
+        await pilot.press("enter")
+        message = str(app.query_one("#hp-message").render())
+        shown = [message, *errors(app), app.log_view.plain[-1]]
+        assert all(len(text) < 100 for text in shown), shown
+        assert message.startswith("value_coef not applied: must be a number")
+        assert "xxxxxxxx…" in app.log_view.plain[-1]
+
+
+@sync
+async def test_a_refused_value_is_replaced_by_the_runs_and_its_reason_stays(fake):
+    """The refusal stays in the form's message row (a decaying lr redraws its field at every
+    refresh and used to clear it), and the field shows what the run uses again."""
+    app = A2CApp(fake)
+    async with app.run_test(notifications=True) as pilot:
+        await pilot.press("2")
+        field = app.query_one("#live-entropy_coef", Input)
+        field.focus()
+        field.value = "-1"
+        await pilot.press("enter")
+        assert field.value == "0.01" and not field.has_class("-invalid")
+        fake.hparams["lr"] = 6.5e-4  # the schedule moves on
+        fake.emit(fake.snapshot())
+        await until(pilot, lambda: app.query_one("#live-lr", Input).value == "0.00065", what="lr redrawn")
+        await pilot.pause(0.1)
+        message = app.query_one("#hp-message")
+        assert str(message.render()).startswith("entropy_coef not applied: must be in [0, 100]")
+        assert message.has_class("-error")
+
+
+@sync
+async def test_an_unchanged_value_is_not_sent(fake):
+    app = A2CApp(fake)
+    async with app.run_test() as pilot:
+        await pilot.press("2")
+        app.query_one("#live-entropy_coef", Input).focus()
+        await pilot.press("enter")
+        assert "already 0.01" in str(app.query_one("#hp-message").render())
+        assert not any(name == "set_hparams" for name, _ in fake.calls)
+
+
+@sync
+async def test_a_refused_structural_field_says_the_new_run_did_not_start(fake):
+    app = A2CApp(fake, new_handle=lambda config: pytest.fail("no run may start"))
+    async with app.run_test() as pilot:
+        await pilot.press("2")
+        fake.set_state("STOPPED")
+        seed = app.query_one("#struct-seed", Input)
+        await until(pilot, lambda: not seed.disabled, what="fields enabled")
+        seed.value = "-3"
+        app.query_one("#hp-new-run").press()
+        await pilot.pause(0.1)
+        assert str(app.query_one("#hp-message").render()).startswith("new run not started: seed must be")

@@ -384,8 +384,7 @@ class A2CApp(App[int]):
         try:
             future = self.handle.set_hparams(**{change.key: change.value})
         except ValueError as e:  # ConfigError: the trainer refused it
-            self.hparams_pane.say(f"not applied: {e}", error=True)
-            self.notify(str(e), severity="error", markup=False)
+            self.hparams_pane.refused(change.key, getattr(e, "reason", str(e)))
             return
         self._when_done(future, f"{change.key} change")
 
@@ -426,9 +425,10 @@ class A2CApp(App[int]):
         self.notify(f"new run {Path(message.handle.run_dir).name}")
 
     def on_new_run_failed(self, message: NewRunFailed) -> None:
-        self.hparams_pane.say(message.text, error=True)
-        self.notify(message.text, severity="error", markup=False)
-        self.log_line("error", f"new run not started: {message.text}")
+        text = f"new run not started: {message.text}"
+        self.hparams_pane.say(text, error=True)
+        self.notify(text, severity="error", markup=False)
+        self.log_line("error", text)
 
     # ----- evaluation results (bubbling up from the evaluation pane) ---------------------
     def on_eval_started(self, message: EvalStarted) -> None:
