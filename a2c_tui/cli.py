@@ -151,6 +151,7 @@ class _Reporter:
         self.tty = sys.stdout.isatty()
         self.progress = None
         self._last_line = 0.0
+        self._printed_step = -1  # the end is published more than once (last update, finish, exit)
 
     def __enter__(self):
         if self.tty:
@@ -187,8 +188,9 @@ class _Reporter:
         score = f"{item.score:.1f}" if math.isfinite(item.score) else "-"
         if self.progress is not None:
             self.progress.update(self.task, completed=item.step, sps=item.steps_per_sec, score=score)
-        elif time.monotonic() - self._last_line >= 10 or item.step >= item.total_steps:
-            self._last_line = time.monotonic()
+        elif item.step != self._printed_step and (time.monotonic() - self._last_line >= 10
+                                                  or item.step >= item.total_steps):
+            self._last_line, self._printed_step = time.monotonic(), item.step
             m = item.metrics
             extra = "".join(f" {k} {m[k]:.3g}" for k in ("entropy", "r2", "grad_norm") if isinstance(m.get(k), float))
             self.line(f"step {item.step:,}/{item.total_steps:,} ({item.step / item.total_steps:.1%}) "
@@ -282,7 +284,7 @@ class _EvalBar:
 
     def __call__(self, p) -> None:
         if self.progress is not None:
-            self.progress.update(self.task, completed=p.done, description=f"games (last {p.score:.0f})")
+            self.progress.update(self.task, completed=p.done, description=f"games · last game scored {p.score:.0f}")
 
 
 class _RecordBar:
