@@ -567,3 +567,31 @@ async def test_a_refused_structural_field_says_the_new_run_did_not_start(fake):
         app.query_one("#hp-new-run").press()
         await pilot.pause(0.1)
         assert str(app.query_one("#hp-message").render()).startswith("new run not started: seed must be")
+
+
+@sync
+async def test_sparklines_share_the_metrics_pane_evenly_in_one_colour(fake):
+    from a2c_tui.tui.metrics import MetricRow, Spark
+
+    for size in ((80, 24), (120, 40), (200, 60)):
+        app = A2CApp(fake)
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause(0.1)
+            rows = list(app.query(MetricRow))
+            main = {r.size.height for r in rows if r.has_class("main")}
+            other = {r.size.height for r in rows if not r.has_class("main")}
+            assert len(main) == len(other) == 1 and min(main) >= min(other), (size, main, other)
+            pane = app.metrics_pane
+            assert sum(r.outer_size.height for r in rows) + 1 <= pane.content_size.height, size
+            for spark in app.query(Spark):
+                colours = {segment.style.color for y in range(spark.size.height) for segment in spark.render_line(y)
+                           if segment.text.strip()}
+                assert len(colours) == 1, (size, spark.parent.id, colours)
+
+
+def test_a_tiny_range_is_drawn_flat_not_full_height():
+    from a2c_tui.tui.metrics import spark_lines
+
+    entropy = [1.791759, 1.791761, 1.791760] * 10
+    assert spark_lines(entropy, 20, 3) == [" " * 20, " " * 20, "▁" * 20]
+    assert spark_lines([1.0, 2.0], 2, 1) == ["▁█"]  # a real range still fills the height
