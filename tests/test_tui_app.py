@@ -595,3 +595,17 @@ def test_a_tiny_range_is_drawn_flat_not_full_height():
     entropy = [1.791759, 1.791761, 1.791760] * 10
     assert spark_lines(entropy, 20, 3) == [" " * 20, " " * 20, "▁" * 20]
     assert spark_lines([1.0, 2.0], 2, 1) == ["▁█"]  # a real range still fills the height
+
+
+@sync
+async def test_help_fits_80_columns_without_wrapping(fake):
+    from rich.text import Text
+
+    from a2c_tui.tui.dialogs import HELP
+
+    app = A2CApp(fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("question_mark")
+        text = app.screen.query_one(".dialog-text")
+        width = text.content_size.width
+        assert [line for line in HELP.splitlines() if len(Text.from_markup(line).plain) > width] == []
