@@ -130,7 +130,7 @@ async def test_save_adds_a_row(smoke):
         await pilot.press("s")
         await until(pilot, lambda: table.row_count == 1, what="a checkpoint row")
         assert (smoke.run_dir / "step_0.pt").exists()
-        assert "latest" in str(table.get_row_at(0)[-1])
+        assert "latest" in str(table.get_row_at(0)[5])
 
 
 @sync
@@ -609,3 +609,17 @@ async def test_help_fits_80_columns_without_wrapping(fake):
         text = app.screen.query_one(".dialog-text")
         width = text.content_size.width
         assert [line for line in HELP.splitlines() if len(Text.from_markup(line).plain) > width] == []
+
+
+@sync
+async def test_checkpoints_and_evaluation_use_a_wide_terminal(fake):
+    from textual.widgets._progress_bar import Bar
+
+    app = A2CApp(fake)
+    async with app.run_test(size=(200, 60)) as pilot:
+        await pilot.press("3")
+        table = app.query_one("#ckpt-table", DataTable)
+        assert sum(column.get_render_width(table) for column in table.ordered_columns) > 120
+        assert str(table.get_row_at(0)[-1]) == "step_48000.pt"  # and the table names its files
+        await pilot.press("4")
+        assert app.query_one("#eval-progress").query_one(Bar).size.width > 100
