@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from a2c_tui.config import EVAL_SEED
+
 DEFAULT_CONFIG = "configs/space_invaders.toml"
 
 
@@ -49,7 +51,8 @@ def build_parser() -> Parser:
     ev.add_argument("--episodes", type=int, default=100, help="games to play (default 100)")
     ev.add_argument("--envs", type=int, default=8, help="games played in parallel (default 8)")
     ev.add_argument("--greedy", action="store_true", help="argmax actions instead of sampling")
-    ev.add_argument("--seed", type=int, default=12345)
+    ev.add_argument("--seed", type=int, default=EVAL_SEED,
+                    help=f"env and action seed (default {EVAL_SEED}: the same games for every checkpoint)")
     ev.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     ev.add_argument("--json", metavar="FILE", help="write the result as JSON")
 

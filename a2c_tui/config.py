@@ -23,6 +23,7 @@ class ConfigError(ValueError):
         self.reason = reason or message
 
 
+EVAL_SEED = 12345  # evaluations' default: the same seed plays the same games, so checkpoints compare fairly
 ECHO_MAX = 30  # characters of a refused value repeated in a message
 
 

@@ -623,3 +623,24 @@ async def test_checkpoints_and_evaluation_use_a_wide_terminal(fake):
         assert str(table.get_row_at(0)[-1]) == "step_48000.pt"  # and the table names its files
         await pilot.press("4")
         assert app.query_one("#eval-progress").query_one(Bar).size.width > 100
+
+
+@sync
+async def test_the_evaluation_form_offers_greedy_actions_and_the_seed(fake):
+    from textual.widgets import Select
+
+    app = A2CApp(fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4")
+        assert "the same games for every checkpoint" in str(app.query_one("#eval-note").render())
+        app.query_one("#eval-actions", Select).value = "greedy"
+        app.query_one("#eval-seed", Input).value = "7"
+        app.query_one("#eval-episodes", Input).value = "4"
+        assert app.evaluation_pane.describe().endswith("greedy actions, seed 7")
+        await pilot.press("e")
+        await until(pilot, lambda: app.evaluation_pane.result is not None, what="the result")
+        assert fake.eval_options == {"greedy": True, "seed": 7}
+        assert "greedy actions, seed 7" in str(app.query_one("#eval-summary").render())
+        app.query_one("#eval-seed", Input).value = "-1"  # refused with the reason, nothing started
+        await pilot.press("e")
+        assert not app.evaluation_pane.running and len([c for c in fake.calls if c[0] == "evaluate"]) == 1
