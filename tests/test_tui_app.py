@@ -644,3 +644,21 @@ async def test_the_evaluation_form_offers_greedy_actions_and_the_seed(fake):
         app.query_one("#eval-seed", Input).value = "-1"  # refused with the reason, nothing started
         await pilot.press("e")
         assert not app.evaluation_pane.running and len([c for c in fake.calls if c[0] == "evaluate"]) == 1
+
+
+@sync
+async def test_each_sparkline_says_which_steps_it_spans(fake):
+    from a2c_tui.tui.messages import fmt_steps
+
+    assert [fmt_steps(s) for s in (800, 9_999, 49_600, 480_000, 2_400_000)] == ["800", "9,999", "49.6k", "480k",
+                                                                                "2.40M"]
+    fake.records[0]["score"] = float("nan")  # no game finished before the second record
+    app = A2CApp(fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.1)
+        spans = {row.key: row.query_one(".metric-steps").text for row in app.query("MetricRow")}
+        assert spans["score"] == "1,600–48.0k" and spans["entropy"] == "800–48.0k"
+        fake.records.append({**fake.records[-1], "step": 49_600, "updates": 620})
+        fake.emit(fake.snapshot())
+        await until(pilot, lambda: app.query_one("#metric-entropy .metric-steps").text == "800–49.6k",
+                    what="the span to follow the run")

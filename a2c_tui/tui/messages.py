@@ -146,6 +146,17 @@ def fmt_number(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
+def fmt_steps(steps: float) -> str:
+    """A step count in three significant digits or so: 8,000 / 49.6k / 480k / 2.40M."""
+    if steps < 10_000:
+        return f"{steps:,.0f}"
+    if steps < 99_950:
+        return f"{steps / 1e3:.1f}k"
+    if steps < 999_500:
+        return f"{steps / 1e3:.0f}k"
+    return f"{steps / 1e6:.2f}M"
+
+
 def fmt_clock(timestamp: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(timestamp))
 

@@ -17,7 +17,7 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from a2c_tui.tui.cell import Cell
-from a2c_tui.tui.messages import fmt_number
+from a2c_tui.tui.messages import fmt_number, fmt_steps
 
 # (record key, label, main) — main rows get taller sparklines.
 METRICS = (
@@ -67,6 +67,12 @@ class MetricHistory:
         index = self.keys.index(key)
         rows = self.whole if whole else self.recent
         return [row[index] for row in rows if math.isfinite(row[index])]
+
+    def span(self, key: str, whole: bool) -> tuple[float, float] | None:
+        """The first and last step under one metric's sparkline (records with a value of it)."""
+        index, step_index = self.keys.index(key), self.keys.index("step")
+        rows = [row for row in (self.whole if whole else self.recent) if math.isfinite(row[index])]
+        return (rows[0][step_index], rows[-1][step_index]) if rows else None
 
     def clear(self) -> None:
         self.__init__(self.keys, self.recent.maxlen or RECENT, self.whole_max)
@@ -150,16 +156,20 @@ class MetricRow(Horizontal):
         self._stats = ""
 
     def compose(self) -> ComposeResult:
-        yield Static(self.label, classes="metric-label")
+        with Vertical(classes="metric-label"):
+            yield Static(self.label, classes="metric-name")
+            yield Cell("", classes="metric-steps")  # a row of one line has no room for it
         yield Spark(classes="metric-spark")
         yield Cell("", classes="metric-stats")
 
     def on_mount(self) -> None:
         self._spark = self.query_one(Spark)
         self._cell = self.query_one(".metric-stats", Cell)
+        self._steps = self.query_one(".metric-steps", Cell)
 
-    def show(self, values: list[float]) -> None:
+    def show(self, values: list[float], span: tuple[float, float] | None = None) -> None:
         self._spark.show(values)
+        self._steps.set(f"{fmt_steps(span[0])}–{fmt_steps(span[1])}" if span else "")
         if values:
             now, low, high = values[-1], min(values), max(values)
             digits = 4 if fmt_number(low) != fmt_number(high) or low == high else 6  # show that it moves
@@ -177,7 +187,7 @@ class MetricRow(Horizontal):
 class MetricsPane(Vertical):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.history = MetricHistory(key for key, _, _ in METRICS)
+        self.history = MetricHistory(("step", *(key for key, _, _ in METRICS)))
         self.whole_run = False
         self.shown = True  # the app says when its tab is hidden: then records are only stored
         self._stale = False
@@ -236,4 +246,4 @@ class MetricsPane(Vertical):
         self._stale = False
         self._window.set(self._header())
         for row in self._rows:
-            row.show(self.history.series(row.key, self.whole_run))
+            row.show(self.history.series(row.key, self.whole_run), self.history.span(row.key, self.whole_run))
