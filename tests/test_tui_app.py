@@ -622,6 +622,14 @@ async def test_checkpoints_and_evaluation_use_a_wide_terminal(fake):
         assert sum(column.get_render_width(table) for column in table.ordered_columns) > 120
         assert str(table.get_row_at(0)[-1]) == "step_48000.pt"  # and the table names its files
         await pilot.press("4")
+        fake.step = 56_000
+        fake.save_now()  # a new row while the pane is hidden
+        app.refresh_checkpoints()
+        await pilot.press("3")
+        await until(pilot, lambda: table.row_count == 4, what="the new row")
+        await pilot.pause(0.1)
+        assert sum(column.get_render_width(table) for column in table.ordered_columns) > 120
+        await pilot.press("4")
         assert app.query_one("#eval-progress").query_one(Bar).size.width > 100
 
 

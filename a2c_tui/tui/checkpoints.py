@@ -91,6 +91,9 @@ class CheckpointsPane(Vertical):
         if self.table.scrollable_content_region.width != self._filled_for:
             self._fill(self.selected)
 
+    def on_show(self) -> None:
+        self.on_resize()  # rows that came while the pane was hidden were sized for no room
+
     def _fill(self, selected: Path | None) -> None:
         """The table's columns (sized to the pane) and rows, the cursor on `selected`."""
         table = self.table
