@@ -178,6 +178,28 @@ def update_index(run_dir: Path, changes: dict[str, Any]) -> dict[str, Any]:
         return index
 
 
+def delete(path: Path) -> None:
+    """Delete a checkpoint and its evaluation, and forget it in index.json. Deleting the file
+    best.pt was made from (or best.pt) deletes both: a best tag left on the other copy would
+    say the deleted checkpoint is still there."""
+    path = Path(path)
+    run_dir = path.parent
+    with _index_lock:
+        index = read_index(run_dir)
+        was_best = path.name == "best.pt" or index.get("best") == path.name
+        for checkpoint in (path, run_dir / "best.pt") if was_best else (path,):
+            for victim in (checkpoint, eval_result_path(checkpoint)):
+                victim.unlink(missing_ok=True)
+        if not index:
+            return
+        index.get("files", {}).pop(path.name, None)
+        if was_best:
+            index.get("files", {}).pop(index.get("best"), None)
+            for key in ("best", "best_by", "best_value"):
+                index.pop(key, None)
+        atomic_write_bytes(run_dir / "index.json", json.dumps(index, indent=1, sort_keys=True).encode())
+
+
 def resolve(path: Path) -> Path:
     """latest.pt / best.pt -> the step_<N>.pt they were made from, when it still exists."""
     path = Path(path)

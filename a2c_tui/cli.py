@@ -17,6 +17,8 @@ import threading
 import time
 from pathlib import Path
 
+from a2c_tui.config import EVAL_SEED
+
 DEFAULT_CONFIG = "configs/space_invaders.toml"
 
 
@@ -64,7 +66,8 @@ def build_parser() -> Parser:
     ev.add_argument("--episodes", type=int, default=100, help="games to play (default 100)")
     ev.add_argument("--envs", type=int, default=8, help="games played in parallel (default 8)")
     ev.add_argument("--greedy", action="store_true", help="argmax actions instead of sampling")
-    ev.add_argument("--seed", type=int, default=12345)
+    ev.add_argument("--seed", type=int, default=EVAL_SEED,
+                    help=f"env and action seed (default {EVAL_SEED}: the same games for every checkpoint)")
     ev.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     ev.add_argument("--json", metavar="FILE", help="write the result as JSON")
 
@@ -364,6 +367,7 @@ class _Reporter:
         self.tty = sys.stdout.isatty()
         self.progress = None
         self._last_line = 0.0
+        self._printed_step = -1  # the end is published more than once (last update, finish, exit)
         # deque appends and pops are atomic, so a signal handler may queue a line even while
         # the training thread it interrupted is queueing one (a lock would deadlock there).
         self._waiting: collections.deque[tuple[int, str]] = collections.deque(maxlen=self.MAX_WAITING)
@@ -451,8 +455,9 @@ class _Reporter:
             self.line(f"{item.level}: {item.text}" if item.level != "info" else item.text)
         elif self.tty:
             self._snapshot = item
-        elif time.monotonic() - self._last_line >= 10 or item.step >= item.total_steps:
-            self._last_line = time.monotonic()
+        elif item.step != self._printed_step and (time.monotonic() - self._last_line >= 10
+                                                  or item.step >= item.total_steps):
+            self._last_line, self._printed_step = time.monotonic(), item.step
             score = f"{item.score:.1f}" if math.isfinite(item.score) else "-"
             m = item.metrics
             extra = "".join(f" {k} {m[k]:.3g}" for k in ("entropy", "r2", "grad_norm") if isinstance(m.get(k), float))
@@ -547,7 +552,7 @@ class _EvalBar:
 
     def __call__(self, p) -> None:
         if self.progress is not None:
-            self.progress.update(self.task, completed=p.done, description=f"games (last {p.score:.0f})")
+            self.progress.update(self.task, completed=p.done, description=f"games · last game scored {p.score:.0f}")
 
 
 class _RecordBar:

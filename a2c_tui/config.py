@@ -18,7 +18,26 @@ FLOAT32_TINY = 2.0**-126  # the smallest normal float32
 
 
 class ConfigError(ValueError):
-    """A config key has a value that is not allowed (message: one line)."""
+    """A config key has a value that is not allowed (message: one line). `reason` is the
+    message without the key and value: "must be a number"."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+
+EVAL_SEED = 12345  # evaluations' default: the same seed plays the same games, so checkpoints compare fairly
+ECHO_MAX = 30  # characters of a refused value repeated in a message
+
+
+def echo(value: Any) -> str:
+    """A refused value as messages repeat it: its repr, clipped (800 typed characters would bury the reason)."""
+    text = repr(value)
+    return text if len(text) <= ECHO_MAX else text[:ECHO_MAX - 1] + "…"
+
+
+def not_allowed(key: str, value: Any, reason: str) -> ConfigError:
+    return ConfigError(f"{key} = {echo(value)} is not allowed: {reason}", reason)
 
 
 @dataclass
@@ -89,7 +108,7 @@ def _check_range(key: str, value: Any) -> None:
 
     def need(ok: bool, allowed: str) -> None:
         if not ok:
-            raise ConfigError(f"{key} = {value!r} is not allowed: must be {allowed}")
+            raise not_allowed(key, value, f"must be {allowed}")
 
     if isinstance(value, float):
         need(math.isfinite(value), "a finite number")
@@ -119,7 +138,7 @@ def _check_range(key: str, value: Any) -> None:
 
             problem = check_env_id(value)
             if problem:
-                raise ConfigError(f"env.id = {value!r} is not allowed: {problem}")
+                raise not_allowed("env.id", value, problem)
         case "env.num_envs":
             need(1 <= value <= 1024, "an integer from 1 to 1024")
         case "env.noop_max":
@@ -155,7 +174,7 @@ def _coerce(key: str, typ: type, value: Any) -> Any:
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if type(value) is not typ:
-        raise ConfigError(f"{key} = {value!r} is not allowed: must be {names[typ]}")
+        raise not_allowed(key, value, f"must be {names[typ]}")
     return value
 
 
@@ -199,7 +218,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     key, raw = key.strip(), raw.strip()
     if not sep or not key:
-        raise ConfigError(f"--set {text!r} is not allowed: must look like section.key=value")
+        raise ConfigError(f"--set {echo(text)} is not allowed: must look like section.key=value")
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:

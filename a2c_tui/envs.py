@@ -147,7 +147,12 @@ class AtariEnvs:
                     info.get("final_obs"), finished)
 
     def close(self) -> None:
+        # AtariVectorEnv.close() frees nothing: its ALEVectorInterface (the emulators and their
+        # threads) lives as long as the env object, and one still alive at exit (the app keeps
+        # its trainer to the end; a thread may hold an evaluation's envs) is reported by
+        # nanobind as a leak. Dropping it here frees it now.
         self.env.close()
+        self.env.ale = None
 
 
 class GymEnvs:

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from a2c_tui.config import Config
+from a2c_tui.config import EVAL_SEED, Config
 from a2c_tui.envs import make_envs
 from a2c_tui.model import ActorCritic, choose_actions
 
@@ -50,7 +50,7 @@ def summarize(scores: list[float], lengths: list[int]) -> dict[str, Any]:
 
 
 def evaluate(config: Config, weights: dict[str, torch.Tensor], episodes: int = 100, num_envs: int = 8,
-             greedy: bool = False, seed: int = 12345, device: str | torch.device = "cpu",
+             greedy: bool = False, seed: int = EVAL_SEED, device: str | torch.device = "cpu",
              progress: Callable[[EvalProgress], None] | None = None,
              cancel: threading.Event | None = None) -> dict[str, Any]:
     """Play `episodes` whole games with the given weights; returns summarize(...) plus settings.

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from a2c_tui import checkpoints as ckpt
-from a2c_tui.config import Config, ConfigError
+from a2c_tui.config import EVAL_SEED, Config, ConfigError
 from a2c_tui.evaluate import EvalProgress, evaluate
 from a2c_tui.metrics import read_jsonl
 from a2c_tui.trainer import Event, Snapshot, State, Trainer
@@ -115,7 +115,8 @@ class LocalHandle:
         return ckpt.list_checkpoints(self.run_dir)
 
     def delete_checkpoint(self, path: str | Path) -> None:
-        """Delete a checkpoint file (and its evaluation). `latest` cannot go while training."""
+        """Delete a checkpoint file (and its evaluation; best.pt with the file it was made from).
+        `latest` cannot go while training."""
         path = Path(path)
         if path.parent.resolve() != self.run_dir.resolve() or path.suffix != ".pt":
             raise ConfigError(f"{path} is not a checkpoint of this run")
@@ -123,15 +124,11 @@ class LocalHandle:
         is_latest = path.name == "latest.pt" or index.get("latest") == path.name
         if is_latest and self.state in (State.RUNNING, State.PAUSED):
             raise ConfigError("the latest checkpoint cannot be deleted while training")
-        for victim in (path, ckpt.eval_result_path(path)):
-            try:
-                victim.unlink()
-            except FileNotFoundError:
-                pass
+        ckpt.delete(path)
 
     # --- evaluation (call from a worker thread) ---
     def evaluate(self, source: str | Path | None, episodes: int = 100, envs: int = 8, greedy: bool = False,
-                 progress: Callable[[EvalProgress], None] | None = None,
+                 seed: int = EVAL_SEED, progress: Callable[[EvalProgress], None] | None = None,
                  cancel: threading.Event | None = None) -> dict[str, Any]:
         """Evaluate the current weights (source None) or a checkpoint file. A checkpoint's
         result is saved beside it (and may move best.pt)."""
@@ -144,7 +141,7 @@ class LocalHandle:
                                   self.trainer.envs.observation_shape, source)
             weights, label, step = payload["model"], Path(source).name, payload.get("step")
         try:
-            result = evaluate(self.config, weights, episodes=episodes, num_envs=envs, greedy=greedy,
+            result = evaluate(self.config, weights, episodes=episodes, num_envs=envs, greedy=greedy, seed=seed,
                               progress=progress, cancel=cancel)
         finally:
             weights = payload = None  # free the checkpoint's tensors before the trim

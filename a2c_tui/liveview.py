@@ -84,6 +84,12 @@ class LivePlayer:
         self.model = ActorCritic(self.game.observation_shape, self.game.n_actions).eval()
 
     def _run(self) -> None:
+        try:
+            self._play()
+        finally:
+            self.game = self.model = None  # the emulator goes with the thread, not at exit (a nanobind "leak")
+
+    def _play(self) -> None:
         rng = np.random.default_rng(self.seed)
         obs = None
         games = score = 0

@@ -44,7 +44,7 @@ COMMANDS = {
     "load": {"path": (str,)},
     "delete": {"path": (str,)},
     "set_hparams": {"values": (dict,)},
-    "evaluate": {"path": (str,), "episodes": (int,), "envs": (int,), "greedy": (bool,)},
+    "evaluate": {"path": (str,), "episodes": (int,), "envs": (int,), "greedy": (bool,), "seed": (int,)},
     "cancel_eval": {"id": (int,)},
     "record": {"path": (str,), "games": (int,)},
 }

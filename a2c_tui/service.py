@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from a2c_tui import protocol
-from a2c_tui.config import ConfigError
+from a2c_tui.config import EVAL_SEED, ConfigError, check_value
 from a2c_tui.protocol import Event, ProtocolError, Snapshot, State
 
 RUNTIME_ENV = "A2C_TUI_RUNTIME_DIR"
@@ -282,14 +282,15 @@ class _Client:
 
 
 class _Evaluation:
-    def __init__(self, eid: int, path: Path, episodes: int, envs: int, greedy: bool):
+    def __init__(self, eid: int, path: Path, episodes: int, envs: int, greedy: bool, seed: int):
         self.id, self.path, self.episodes, self.envs, self.greedy = eid, path, episodes, envs, greedy
+        self.seed = seed
         self.scores: list[float] = []
         self.cancel = threading.Event()
 
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "path": str(self.path), "episodes": self.episodes, "envs": self.envs,
-                "greedy": self.greedy, "scores": list(self.scores)}
+                "greedy": self.greedy, "seed": self.seed, "scores": list(self.scores)}
 
 
 class RunService:
@@ -548,8 +549,9 @@ class RunService:
         episodes, envs = args.get("episodes", 100), args.get("envs", 8)
         if not 1 <= episodes <= MAX_EVAL_EPISODES or not 1 <= envs <= MAX_EVAL_ENVS:
             raise ConfigError(f"episodes must be 1..{MAX_EVAL_EPISODES} and envs 1..{MAX_EVAL_ENVS}")
+        seed = check_value("run.seed", args.get("seed", EVAL_SEED))
         job = _Evaluation(next(self._eval_ids), self._inside(args["path"]), episodes, envs,
-                          args.get("greedy", False))
+                          args.get("greedy", False), seed)
         self.evaluation = job
         self._broadcast({"type": "eval_start", "data": job.describe()})
         threading.Thread(target=self._evaluate, args=(job,), name="evaluation", daemon=True).start()
@@ -600,7 +602,7 @@ class RunService:
         end: dict[str, Any] = {"id": job.id, "cancelled": False}
         try:
             result = self.handle.evaluate(job.path, episodes=job.episodes, envs=job.envs, greedy=job.greedy,
-                                          progress=progress, cancel=job.cancel)
+                                          seed=job.seed, progress=progress, cancel=job.cancel)
             end["result"] = result
         except Exception as e:  # noqa: BLE001 - reported to every client
             end["cancelled"] = job.cancel.is_set()

@@ -27,6 +27,7 @@ def test_smoke_training_then_evaluation_through_the_cli(tmp_path):
     (run_dir,) = runs.iterdir()
     assert f"run directory: {run_dir}" in train.stdout
     assert re.search(r"finished at step 4,000\b", train.stdout), train.stdout[-1000:]
+    assert train.stdout.count("step 4,000/4,000") == 1, train.stdout[-1000:]  # piped: the end once
 
     # what a run leaves behind
     names = {p.name for p in run_dir.iterdir()}
@@ -105,3 +106,15 @@ def test_bad_checkpoints_fail_in_one_line_through_the_cli(tmp_path):
             failures.append(f"{name}: exit {proc.returncode}, stderr {proc.stderr.strip()[-400:]!r}")
     assert not failures, "\n".join(failures)
     assert sorted(p.name for p in resume_dir.iterdir()) == ["latest.pt"]  # a refused resume writes nothing
+
+
+def test_eval_progress_says_what_its_number_is():
+    from types import SimpleNamespace
+
+    from a2c_tui.cli import _EvalBar
+
+    shown = []
+    bar = _EvalBar(3)
+    bar.progress, bar.task = SimpleNamespace(update=lambda task, **fields: shown.append(fields)), 0
+    bar(SimpleNamespace(done=1, total=3, score=180.0, length=700))
+    assert shown == [{"completed": 1, "description": "games · last game scored 180"}]

@@ -133,3 +133,10 @@ def test_space_invaders_preset_has_the_anchor_hyperparameters():
     assert (algo.n_steps, algo.gamma, algo.lr, algo.lr_schedule) == (5, 0.99, 7e-4, "linear")
     assert (algo.value_coef, algo.entropy_coef, algo.max_grad_norm) == (0.25, 0.01, 0.5)
     assert (algo.optimizer, algo.rms_alpha, algo.rms_eps) == ("rmsprop_tf", 0.99, 1e-5)
+
+
+def test_a_long_refused_value_is_echoed_clipped():
+    with pytest.raises(cfg.ConfigError) as refused:
+        cfg.check_value("algo.lr", "x" * 800)
+    assert len(str(refused.value)) < 80 and str(refused.value).endswith("… is not allowed: must be a number")
+    assert refused.value.reason == "must be a number"

@@ -3,6 +3,9 @@ the real SpaceInvaders env, and the gymnasium path."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -203,3 +206,17 @@ def test_unknown_and_unsupported_env_ids():
     assert "Discrete" in check_env_id("Pendulum-v1")
     with pytest.raises(ValueError):
         AtariEnvs("CartPole-v1", 1)
+
+
+def test_closed_atari_envs_leave_no_emulator_alive_at_exit():
+    """ale-py's close() kept the ALEVectorInterface until the env object died; the app keeps
+    its trainer (and a thread may keep an evaluation's envs) until the interpreter exits, and
+    nanobind then printed "leaked 1 instances ... ALEVectorInterface" after the app quit."""
+    code = ("import threading\n"
+            "from a2c_tui.envs import make_envs\n"
+            "envs = make_envs('SpaceInvaders', 2, num_threads=1)\n"
+            "envs.reset()\n"
+            "envs.close()\n"
+            "threading.Thread(target=lambda kept=envs: threading.Event().wait(), daemon=True).start()\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "leaked" not in out.stderr, out.stderr

@@ -27,3 +27,25 @@ def test_pruned_best_keeps_its_evaluation(tmp_path):
     assert rows["best.pt"].eval_mean == 321.0
     assert rows["best.pt"].step == 100
     assert json.loads((tmp_path / "best.eval.json").read_text())["mean"] == 321.0
+
+
+def test_deleting_the_best_checkpoint_drops_best_pt_and_its_tag(tmp_path):
+    first, second = _save(tmp_path, 100), _save(tmp_path, 200)
+    ckpt.record_evaluation(first, {"mean": 321.0, "scores": [321.0]})  # best.pt -> step_100
+    assert [i.tags for i in ckpt.list_checkpoints(tmp_path)] == [("latest",), ("best",)]
+
+    ckpt.delete(first)
+
+    assert [(i.path.name, i.tags) for i in ckpt.list_checkpoints(tmp_path)] == [(second.name, ("latest",))]
+    index = ckpt.read_index(tmp_path)
+    assert "best" not in index and first.name not in index["files"]
+    assert not (tmp_path / "best.pt").exists() and not (tmp_path / "best.eval.json").exists()
+    assert not ckpt.eval_result_path(first).exists()
+
+
+def test_deleting_another_checkpoint_keeps_best(tmp_path):
+    first, second = _save(tmp_path, 100), _save(tmp_path, 200)
+    ckpt.record_evaluation(first, {"mean": 321.0, "scores": [321.0]})
+    ckpt.delete(second)
+    assert [(i.path.name, i.tags) for i in ckpt.list_checkpoints(tmp_path)][-1] == (first.name, ("best",))
+    assert (tmp_path / "best.pt").exists() and ckpt.read_index(tmp_path)["best"] == first.name

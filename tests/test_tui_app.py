@@ -156,7 +156,7 @@ async def test_save_adds_a_row(smoke, attach):
         await pilot.press("s")
         await until(pilot, lambda: table.row_count == 1, what="a checkpoint row")
         assert (smoke.run_dir / "step_0.pt").exists()
-        assert "latest" in str(table.get_row_at(0)[-1])
+        assert "latest" in str(table.get_row_at(0)[5])
 
 
 @sync
@@ -300,9 +300,10 @@ async def test_load_and_delete_ask_first_and_latest_is_protected(fake):
         assert not any(name == "load" for name, _ in fake.calls)
         await pilot.press("l", "y")
         await until(pilot, lambda: ("load", fake.checkpoints[0].path) in fake.calls, what="load")
-        await pilot.press("d", "y")  # the first row is latest: refused while training
-        await until(pilot, lambda: any("cannot be deleted" in t for t in errors(app)), what="refusal")
-        assert table.row_count == 3
+        await pilot.press("d")  # the first row is latest: refused while training, before asking
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert any("cannot be deleted" in n.message for n in app._notifications)
+        assert table.row_count == 3 and not any(name == "delete" for name, _ in fake.calls)
         await pilot.press("down", "d", "y")
         await until(pilot, lambda: table.row_count == 2, what="row deleted")
         assert all(c.step != 40000 for c in fake.checkpoints)
@@ -544,3 +545,204 @@ async def test_d_detaches_and_leaves_the_run_untouched(fake, runtime):
         assert "stop" not in [name for name, _ in fake.calls] and not fake.closed  # the run is untouched
     finally:
         service.close()
+
+
+# ----- issue 17: what a new user met --------------------------------------------------
+@sync
+async def test_showing_the_game_leaves_no_focus_in_a_hidden_field(fake):
+    """At 200x60 Textual handed the hidden Start button's focus to the episodes field beside
+    it: `p` then typed into the hidden form instead of pausing."""
+    app = A2CApp(fake)
+    async with app.run_test(size=(200, 60)) as pilot:
+        await pilot.press("4", "v")
+        await pilot.pause(0.1)
+        assert app.focused is None or app.focused in app.screen.focus_chain
+        await pilot.press("p", "1", "2", "3")
+        assert ("resume", None) in fake.calls and app.query_one("#eval-episodes", Input).value == "100"
+        await pilot.press("4", "v", "v")  # back from the game: the pane's control has the keys again
+        assert app.focused is app.query_one("#eval-start")
+
+
+@sync
+async def test_a_paused_run_shows_no_speed(fake):
+    app = A2CApp(fake)
+    async with app.run_test() as pilot:
+        assert "- steps/s" in app.status.text and "1,024" not in app.status.text
+        await pilot.press("p")
+        await until(pilot, lambda: "RUNNING" in app.status.text, what="running")
+        assert "1,024 steps/s" in app.status.text
+
+
+@sync
+async def test_e_outside_the_checkpoints_pane_evaluates_the_current_weights(fake):
+    app = A2CApp(fake)
+    async with app.run_test() as pilot:
+        await pilot.press("3", "e")  # the selected checkpoint
+        assert "step_48000.pt" in app.evaluation_pane.describe()
+        await pilot.press("1", "e")
+        assert "the current weights" in app.evaluation_pane.describe()
+
+
+@sync
+async def test_a_long_refused_value_is_clipped_and_the_reason_comes_first(fake):
+    app = A2CApp(fake)
+    async with app.run_test(notifications=True) as pilot:
+        await pilot.press("2")
+        field = app.query_one("#live-value_coef", Input)
+        field.focus()
+        field.value = "x" * 800
+        await pilot.press("enter")
+        message = str(app.query_one("#hp-message").render())
+        shown = [message, *errors(app), app.log_view.plain[-1]]
+        assert all(len(text) < 100 for text in shown), shown
+        assert message.startswith("value_coef not applied: must be a number")
+        assert "xxxxxxxx…" in app.log_view.plain[-1]
+
+
+@sync
+async def test_a_refused_value_is_replaced_by_the_runs_and_its_reason_stays(fake):
+    """The refusal stays in the form's message row (a decaying lr redraws its field at every
+    refresh and used to clear it), and the field shows what the run uses again."""
+    app = A2CApp(fake)
+    async with app.run_test(notifications=True) as pilot:
+        await pilot.press("2")
+        field = app.query_one("#live-entropy_coef", Input)
+        field.focus()
+        field.value = "-1"
+        await pilot.press("enter")
+        assert field.value == "0.01" and not field.has_class("-invalid")
+        fake.hparams["lr"] = 6.5e-4  # the schedule moves on
+        fake.emit(fake.snapshot())
+        await until(pilot, lambda: app.query_one("#live-lr", Input).value == "0.00065", what="lr redrawn")
+        await pilot.pause(0.1)
+        message = app.query_one("#hp-message")
+        assert str(message.render()).startswith("entropy_coef not applied: must be in [0, 100]")
+        assert message.has_class("-error")
+
+
+@sync
+async def test_an_unchanged_value_is_not_sent(fake):
+    app = A2CApp(fake)
+    async with app.run_test() as pilot:
+        await pilot.press("2")
+        app.query_one("#live-entropy_coef", Input).focus()
+        await pilot.press("enter")
+        assert "already 0.01" in str(app.query_one("#hp-message").render())
+        assert not any(name == "set_hparams" for name, _ in fake.calls)
+
+
+@sync
+async def test_a_refused_structural_field_says_the_new_run_did_not_start(fake):
+    app = A2CApp(fake, new_handle=lambda config: pytest.fail("no run may start"))
+    async with app.run_test() as pilot:
+        await pilot.press("2")
+        fake.set_state("STOPPED")
+        seed = app.query_one("#struct-seed", Input)
+        await until(pilot, lambda: not seed.disabled, what="fields enabled")
+        seed.value = "-3"
+        app.query_one("#hp-new-run").press()
+        await pilot.pause(0.1)
+        assert str(app.query_one("#hp-message").render()).startswith("new run not started: seed must be")
+
+
+@sync
+async def test_sparklines_share_the_metrics_pane_evenly_in_one_colour(fake):
+    from a2c_tui.tui.metrics import MetricRow, Spark
+
+    for size in ((80, 24), (120, 40), (200, 60)):
+        app = A2CApp(fake)
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause(0.1)
+            rows = list(app.query(MetricRow))
+            main = {r.size.height for r in rows if r.has_class("main")}
+            other = {r.size.height for r in rows if not r.has_class("main")}
+            assert len(main) == len(other) == 1 and min(main) >= min(other), (size, main, other)
+            pane = app.metrics_pane
+            assert sum(r.outer_size.height for r in rows) + 1 <= pane.content_size.height, size
+            for spark in app.query(Spark):
+                colours = {segment.style.color for y in range(spark.size.height) for segment in spark.render_line(y)
+                           if segment.text.strip()}
+                assert len(colours) == 1, (size, spark.parent.id, colours)
+
+
+def test_a_tiny_range_is_drawn_flat_not_full_height():
+    from a2c_tui.tui.metrics import spark_lines
+
+    entropy = [1.791759, 1.791761, 1.791760] * 10
+    assert spark_lines(entropy, 20, 3) == [" " * 20, " " * 20, "▁" * 20]
+    assert spark_lines([1.0, 2.0], 2, 1) == ["▁█"]  # a real range still fills the height
+
+
+@sync
+async def test_help_fits_80_columns_without_wrapping(fake):
+    from rich.text import Text
+
+    from a2c_tui.tui.dialogs import HELP
+
+    app = A2CApp(fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("question_mark")
+        text = app.screen.query_one(".dialog-text")
+        width = text.content_size.width
+        assert [line for line in HELP.splitlines() if len(Text.from_markup(line).plain) > width] == []
+
+
+@sync
+async def test_checkpoints_and_evaluation_use_a_wide_terminal(fake):
+    from textual.widgets._progress_bar import Bar
+
+    app = A2CApp(fake)
+    async with app.run_test(size=(200, 60)) as pilot:
+        await pilot.press("3")
+        table = app.query_one("#ckpt-table", DataTable)
+        assert sum(column.get_render_width(table) for column in table.ordered_columns) > 120
+        assert str(table.get_row_at(0)[-1]) == "step_48000.pt"  # and the table names its files
+        await pilot.press("4")
+        fake.step = 56_000
+        fake.save_now()  # a new row while the pane is hidden
+        app.refresh_checkpoints()
+        await pilot.press("3")
+        await until(pilot, lambda: table.row_count == 4, what="the new row")
+        await pilot.pause(0.1)
+        assert sum(column.get_render_width(table) for column in table.ordered_columns) > 120
+        await pilot.press("4")
+        assert app.query_one("#eval-progress").query_one(Bar).size.width > 100
+
+
+@sync
+async def test_the_evaluation_form_offers_greedy_actions_and_the_seed(fake):
+    from textual.widgets import Select
+
+    app = A2CApp(fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4")
+        assert "the same games for every checkpoint" in str(app.query_one("#eval-note").render())
+        app.query_one("#eval-actions", Select).value = "greedy"
+        app.query_one("#eval-seed", Input).value = "7"
+        app.query_one("#eval-episodes", Input).value = "4"
+        assert app.evaluation_pane.describe().endswith("greedy actions, seed 7")
+        await pilot.press("e")
+        await until(pilot, lambda: app.evaluation_pane.result is not None, what="the result")
+        assert fake.eval_options == {"greedy": True, "seed": 7}
+        assert "greedy actions, seed 7" in str(app.query_one("#eval-summary").render())
+        app.query_one("#eval-seed", Input).value = "-1"  # refused with the reason, nothing started
+        await pilot.press("e")
+        assert not app.evaluation_pane.running and len([c for c in fake.calls if c[0] == "evaluate"]) == 1
+
+
+@sync
+async def test_each_sparkline_says_which_steps_it_spans(fake):
+    from a2c_tui.tui.messages import fmt_steps
+
+    assert [fmt_steps(s) for s in (800, 9_999, 49_600, 480_000, 2_400_000)] == ["800", "9,999", "49.6k", "480k",
+                                                                                "2.40M"]
+    fake.records[0]["score"] = float("nan")  # no game finished before the second record
+    app = A2CApp(fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.1)
+        spans = {row.key: row.query_one(".metric-steps").text for row in app.query("MetricRow")}
+        assert spans["score"] == "1,600–48.0k" and spans["entropy"] == "800–48.0k"
+        fake.records.append({**fake.records[-1], "step": 49_600, "updates": 620})
+        fake.emit(fake.snapshot())
+        await until(pilot, lambda: app.query_one("#metric-entropy .metric-steps").text == "800–49.6k",
+                    what="the span to follow the run")

@@ -72,3 +72,12 @@ def test_evaluation_done_120x40(snap_compare):
 
 def test_quit_dialog_80x24(snap_compare):
     assert snap_compare(make_app(), terminal_size=(80, 24), press=["q"], run_before=started)
+
+
+def test_evaluation_form_focus_80x24(snap_compare):
+    """The focused field stands out (it was one grey step from the others in 256 colours)."""
+    assert snap_compare(make_app(), terminal_size=(80, 24), press=["4", "shift+tab"], run_before=started)
+
+
+def test_help_80x24(snap_compare):
+    assert snap_compare(make_app(), terminal_size=(80, 24), press=["question_mark"], run_before=started)

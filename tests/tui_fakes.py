@@ -177,8 +177,10 @@ class FakeHandle:
             raise ConfigError("the latest checkpoint cannot be deleted while training")
         self.checkpoints.remove(info)
 
-    def evaluate(self, source, episodes=100, envs=8, greedy=False, progress=None, cancel=None) -> dict[str, Any]:
+    def evaluate(self, source, episodes=100, envs=8, greedy=False, seed=12345, progress=None,
+                 cancel=None) -> dict[str, Any]:
         self.calls.append(("evaluate", (source, episodes, envs)))
+        self.eval_options = {"greedy": greedy, "seed": seed}
         scores = [self.eval_scores[i % len(self.eval_scores)] for i in range(episodes)]
         for done, score in enumerate(scores, 1):
             if self.eval_gate is not None:
@@ -193,7 +195,7 @@ class FakeHandle:
         median = (ordered[(len(ordered) - 1) // 2] + ordered[len(ordered) // 2]) / 2
         result = {"episodes": episodes, "mean": mean, "std": std, "median": median, "min": min(scores),
                   "max": max(scores), "mean_length": 700.0, "scores": scores, "lengths": [700] * episodes,
-                  "source": Path(source).name,
+                  "source": Path(source).name, "greedy": greedy, "seed": seed,
                   "step": next((c.step for c in self.checkpoints if c.path == Path(source)), None)}
         for i, info in enumerate(self.checkpoints):
             if info.path == Path(source):

@@ -310,8 +310,8 @@ class A2CApp(App[int]):
         if tabs.active == "evaluation":
             self.evaluation_pane.start()
             return
-        if tabs.active == "checkpoints" and self.checkpoints_pane.selected is not None:
-            self.evaluation_pane.choose(self.checkpoints_pane.selected)
+        # From the checkpoints table: the selected file; from anywhere else: the current weights.
+        self.evaluation_pane.choose(self.checkpoints_pane.selected if tabs.active == "checkpoints" else None)
         self._ready_evaluation()
 
     def _ready_evaluation(self) -> None:
@@ -354,8 +354,17 @@ class A2CApp(App[int]):
         self._show_game(not self.game_pane.display)
 
     def _show_game(self, show: bool) -> None:
+        if show == self.game_pane.display:
+            return
+        tabs = self.query_one(TabbedContent)
         self.game_pane.display = show
-        self.query_one(TabbedContent).display = not show
+        tabs.display = not show
+        # Textual hands the focus of a hidden widget to a sibling, hidden with it (a form field
+        # that then swallows every key): keys go to the app while the game shows.
+        if show:
+            self.set_focus(None)
+        else:
+            self._focus_pane(tabs.active)
 
     def _focus_pane(self, pane: str) -> None:
         if pane == "checkpoints":
@@ -405,6 +414,12 @@ class A2CApp(App[int]):
             self.push_screen(ConfirmScreen(f"Load {path.name} into the trainer?\nTraining continues from step "
                                            f"{step}; progress since the last save is lost.", yes="Load"), load)
         elif request.action == "delete" and path is not None:
+            tags = next((i.tags for i in self.checkpoints_pane.infos if i.path == path), ())
+            if "latest" in tags and state_name(self.handle.state) in (RUNNING, PAUSED):  # the handle refuses it
+                self.notify(f"{path.name} is the latest checkpoint: it cannot be deleted while training",
+                            severity="warning", markup=False)
+                return
+
             def delete(yes: bool | None) -> None:
                 if not yes:
                     return
@@ -416,15 +431,15 @@ class A2CApp(App[int]):
                 else:
                     self.log_line("info", f"deleted {path.name}")
                 self.refresh_checkpoints()
-            self.push_screen(ConfirmScreen(f"Delete {path.name} and its evaluation?", yes="Delete"), delete)
+            also = " and best.pt (the same checkpoint)" if "best" in tags and path.name != "best.pt" else ""
+            self.push_screen(ConfirmScreen(f"Delete {path.name}{also} and its evaluation?", yes="Delete"), delete)
 
     @on(HyperparametersPane.LiveChange)
     def _live_change(self, change: HyperparametersPane.LiveChange) -> None:
         try:
             future = self.handle.set_hparams(**{change.key: change.value})
         except ValueError as e:  # ConfigError: the trainer refused it
-            self.hparams_pane.say(f"not applied: {e}", error=True)
-            self.notify(str(e), severity="error", markup=False)
+            self.hparams_pane.refused(change.key, getattr(e, "reason", str(e)))
             return
         self._when_done(future, f"{change.key} change")
 
@@ -466,9 +481,10 @@ class A2CApp(App[int]):
         self.notify(f"new run {Path(message.handle.run_dir).name}")
 
     def on_new_run_failed(self, message: NewRunFailed) -> None:
-        self.hparams_pane.say(message.text, error=True)
-        self.notify(message.text, severity="error", markup=False)
-        self.log_line("error", f"new run not started: {message.text}")
+        text = f"new run not started: {message.text}"
+        self.hparams_pane.say(text, error=True)
+        self.notify(text, severity="error", markup=False)
+        self.log_line("error", text)
 
     # ----- evaluation results (bubbling up from the evaluation pane) ---------------------
     def on_eval_started(self, message: EvalStarted) -> None:

@@ -15,7 +15,8 @@ from textual.widgets import Button, DataTable, Static
 
 from a2c_tui.tui.messages import fmt_number, fmt_size
 
-COLUMNS = ("step", "saved", "last-100", "eval", "size", "tags")
+COLUMNS = ("step", "saved", "last-100", "eval", "size", "tags", "file")
+SPREAD_MAX = 10  # cells a column may widen by to use a wide terminal (more only spaces the numbers apart)
 
 
 def _saved(mtime: float) -> str:
@@ -23,9 +24,17 @@ def _saved(mtime: float) -> str:
     return time.strftime("%H:%M:%S" if today else "%m-%d %H:%M", time.localtime(mtime))
 
 
+def column_widths(rows: list[tuple[str, ...]], room: int) -> list[int]:
+    """Each column as wide as its widest cell, the room left over shared out evenly (a wide
+    terminal left the table in its first 50 columns)."""
+    natural = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    extra = min(SPREAD_MAX, max(0, room - sum(natural)) // len(natural))
+    return [width + extra for width in natural]
+
+
 def checkpoint_row(info: Any) -> tuple[str, ...]:
     return (f"{info.step:,}" if info.step >= 0 else "?", _saved(info.mtime), fmt_number(info.score),
-            fmt_number(info.eval_mean), fmt_size(info.size), " ".join(info.tags))
+            fmt_number(info.eval_mean), fmt_size(info.size), " ".join(info.tags), info.path.name)
 
 
 class CheckpointsPane(Vertical):
@@ -49,12 +58,10 @@ class CheckpointsPane(Vertical):
         super().__init__(**kwargs)
         self.infos: list[Any] = []
         self._rows: list[tuple[str, ...]] = []
+        self._filled_for = -1  # the table width the columns were sized for
 
     def compose(self) -> ComposeResult:
-        table: DataTable = DataTable(id="ckpt-table", cursor_type="row", zebra_stripes=True)
-        for column in COLUMNS:
-            table.add_column(column, key=column)
-        yield table
+        yield DataTable(id="ckpt-table", cursor_type="row", zebra_stripes=True)
         yield Static("no checkpoints yet — press s to save one", id="ckpt-detail")
         with Horizontal(id="ckpt-buttons"):
             yield Button("Save now (s)", id="ckpt-save", compact=True)
@@ -75,9 +82,27 @@ class CheckpointsPane(Vertical):
             return
         selected = self.selected
         self.infos, self._rows = list(infos), rows
+        self._fill(selected)
+
+    def on_mount(self) -> None:
+        self._fill(None)
+
+    def on_resize(self) -> None:
+        if self.table.scrollable_content_region.width != self._filled_for:
+            self._fill(self.selected)
+
+    def on_show(self) -> None:
+        self.on_resize()  # rows that came while the pane was hidden were sized for no room
+
+    def _fill(self, selected: Path | None) -> None:
+        """The table's columns (sized to the pane) and rows, the cursor on `selected`."""
         table = self.table
-        table.clear()
-        for info, row in zip(self.infos, rows):
+        self._filled_for = room = table.scrollable_content_region.width
+        cells = [COLUMNS] + [row[:-1] for row in self._rows]
+        table.clear(columns=True)
+        for column, width in zip(COLUMNS, column_widths(cells, room - 2 * table.cell_padding * len(COLUMNS))):
+            table.add_column(column, key=column, width=width)
+        for info, row in zip(self.infos, self._rows):
             table.add_row(*row[:-1], key=str(info.path))
         for index, info in enumerate(self.infos):
             if selected is not None and info.path == selected:

@@ -72,30 +72,34 @@ HELP = """\
 [b]Keys[/b]
   [b]p[/b]       pause / resume training
   [b]s[/b]       save a checkpoint now
-  [b]e[/b]       evaluate: shows the form (in pane 3: for the selected file);
-          e again or Enter starts it
+  [b]e[/b]       evaluate: shows the form for the current weights
+          (in pane 3: the selected file); e or Enter starts
   [b]c[/b]       cancel the running evaluation
   [b]w[/b]       metrics window: recent records / whole run
-  [b]v[/b]       show / hide the game: the agent playing live (only while shown)
-  [b]d[/b]       detach: leave the app, the run goes on (not in pane 3)
+  [b]v[/b]       show / hide the game: the agent playing live (only
+          while shown)
+  [b]d[/b]       detach: leave the app, the run goes on (in pane 3:
+          delete)
   [b]q[/b]       quit: detach, stop the run (saves), or cancel
   [b]1[/b]-[b]5[/b]     metrics, hyperparameters, checkpoints, evaluation, log
   [b]?[/b]       this help
   [b]ctrl+p[/b]  command palette: every action is there too
   [b]Tab[/b]     next field (shift+Tab: previous); [b]Esc[/b] leaves a field
 
-[b]Hyperparameters (2)[/b]  type a value and press Enter: it applies at
-  the next update; an invalid value is refused with the reason.
-  Structural fields open once training is stopped ("Stop training")
-  and then start a new run.
+[b]Hyperparameters (2)[/b]  type a value and press Enter: it
+  applies at the next update; an invalid value is refused with
+  the reason and the field shows the run's value again.
+  Structural fields open once training is stopped ("Stop
+  training") and start a new run.
 [b]Checkpoints (3)[/b]  arrows select; [b]l[/b] load into the trainer,
   [b]e[/b] evaluate, [b]d[/b] delete (both ask first), [b]m[/b] record five
-  games to MP4s in videos/ (shown in the game view while they play).
-[b]Evaluation (4)[/b]  current weights are saved as a checkpoint first,
-  so the result (JSON beside the file) shows in the checkpoints table.
+  games to MP4s in videos/ (the game view shows them playing).
+[b]Evaluation (4)[/b]  current weights are saved as a checkpoint
+  first, so the result (JSON beside the file) shows in pane 3.
 
-The run is a process of its own: closing the terminal (SIGHUP) detaches,
-and `a2c-tui attach` brings the app back; `a2c-tui ls` lists the runs.
+The run is a process of its own: closing the terminal (SIGHUP)
+detaches. `a2c-tui attach` brings the app back; `a2c-tui ls`
+lists the runs.
 Esc, q or ? closes this help."""
 
 

@@ -2,7 +2,9 @@
 thread, watch progress and scores, read the summary and a histogram of scores.
 
 "Current weights" are first saved as a checkpoint and that file is evaluated, so the result
-is saved beside it and shows in the checkpoints table.
+is saved beside it and shows in the checkpoints table. Actions are sampled from the policy
+or greedy (argmax); the seed fixes the games' starts and the sampling, so evaluations with
+one seed compare checkpoints on the same games.
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import Button, Input, ProgressBar, Select, Static
 
+from a2c_tui.config import EVAL_SEED, ConfigError, check_value
 from a2c_tui.tui.messages import (EvalFinished, EvalProgressed, EvalStarted, EvalStopped, first_line, fmt_number)
 
 CURRENT = "current"
 CURRENT_LABEL = "current weights (saved first as a checkpoint)"
+ACTIONS = [("sampled", "sampled"), ("greedy", "greedy")]
+SEED_NOTE = "one seed plays the same games for every checkpoint"
 REFRESH_INTERVAL = 0.25  # at most 4 redraws a second however fast games finish
 
 
@@ -68,9 +73,13 @@ def histogram_lines(scores: list[float], width: int, max_bins: int) -> list[Text
 def summary_text(result: dict[str, Any]) -> str:
     step = result.get("step")
     where = f" (step {step:,})" if isinstance(step, int) else ""
+    how = ""
+    if "greedy" in result:
+        how = f" · {'greedy' if result['greedy'] else 'sampled'} actions, seed {result.get('seed', '?')}"
     return (f"{result.get('source', '?')}{where}: {result['episodes']} games · "
             f"mean {result['mean']:.1f} ± {result['std']:.1f} · median {result['median']:.1f} · "
-            f"min {result['min']:.0f} · max {result['max']:.0f} · mean length {result['mean_length']:.0f} steps")
+            f"min {result['min']:.0f} · max {result['max']:.0f} · mean length {result['mean_length']:.0f} steps"
+            f"{how}")
 
 
 class EvaluationPane(Vertical):
@@ -94,8 +103,14 @@ class EvaluationPane(Vertical):
             yield Input("100", id="eval-episodes", type="integer", compact=True, classes="eval-number")
             yield Static("envs", classes="eval-label-short")
             yield Input("8", id="eval-envs", type="integer", compact=True, classes="eval-number")
+            yield Static("actions", classes="eval-label-short")
+            yield Select(ACTIONS, value="sampled", allow_blank=False, compact=True, id="eval-actions")
+            yield Static("seed", classes="eval-label-short")
+            yield Input(str(EVAL_SEED), id="eval-seed", type="integer", compact=True, classes="eval-number")
+        with Horizontal(classes="eval-row"):
             yield Button("Start (e)", id="eval-start", compact=True, variant="primary")
             yield Button("Cancel (c)", id="eval-cancel", compact=True, disabled=True)
+            yield Static(SEED_NOTE, id="eval-note")
         yield ProgressBar(total=100, show_eta=False, id="eval-progress")
         yield Static("no evaluation yet — press e or Start", id="eval-status")
         yield Static("", id="eval-live")
@@ -133,7 +148,9 @@ class EvaluationPane(Vertical):
         label = "the current weights" if value == CURRENT else Path(str(value)).name
         episodes = self.query_one("#eval-episodes", Input).value
         envs = self.query_one("#eval-envs", Input).value
-        return f"{episodes} games of {label} on {envs} envs"
+        actions = self.query_one("#eval-actions", Select).value
+        seed = self.query_one("#eval-seed", Input).value
+        return f"{episodes} games of {label} on {envs} envs, {actions} actions, seed {seed}"
 
     # ----- start / cancel -----------------------------------------------------------------
     def start(self) -> bool:
@@ -149,11 +166,17 @@ class EvaluationPane(Vertical):
         if episodes < 1 or envs < 1:
             self.app.notify("episodes and envs must be whole numbers >= 1", severity="error")
             return False
+        try:  # the envs take seed + i: the run seed's range
+            seed = check_value("run.seed", int(self.query_one("#eval-seed", Input).value or "x"))
+        except (ValueError, ConfigError) as e:
+            self.app.notify(f"seed {getattr(e, 'reason', 'must be a whole number')}", severity="error")
+            return False
+        greedy = self.query_one("#eval-actions", Select).value == "greedy"
         value = self.query_one("#eval-source", Select).value
         source = None if value == CURRENT else Path(str(value))
         label = CURRENT_LABEL if source is None else source.name
         self._begin(episodes, f"evaluating {label}: {episodes} games on {envs} envs…")
-        self._evaluate(self.app.handle, source, episodes, envs, self.cancel_event)
+        self._evaluate(self.app.handle, source, episodes, envs, greedy, seed, self.cancel_event)
         return True
 
     def follow(self, running: Any) -> None:
@@ -202,7 +225,7 @@ class EvaluationPane(Vertical):
         self.query_one("#eval-start", Button).focus()
 
     @work(thread=True, exclusive=True, group="evaluation", exit_on_error=False)
-    def _evaluate(self, handle: Any, source: Path | None, episodes: int, envs: int,
+    def _evaluate(self, handle: Any, source: Path | None, episodes: int, envs: int, greedy: bool, seed: int,
                   cancel: threading.Event) -> None:
         """Runs in a worker thread: only post_message from here."""
         try:
@@ -211,7 +234,8 @@ class EvaluationPane(Vertical):
                 if source is None:
                     raise RuntimeError("the current weights could not be saved (see the log)")
                 self.post_message(EvalStarted(Path(source).name))
-            result = handle.evaluate(source, episodes=episodes, envs=envs, cancel=cancel, progress=self._progressed)
+            result = handle.evaluate(source, episodes=episodes, envs=envs, greedy=greedy, seed=seed, cancel=cancel,
+                                     progress=self._progressed)
         except Exception as e:  # noqa: BLE001 - every failure must reach the pane
             self._stopped(e, cancel)
             return

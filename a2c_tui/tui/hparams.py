@@ -13,7 +13,7 @@ from textual.message import Message
 from textual.validation import ValidationResult, Validator
 from textual.widgets import Button, Input, Static
 
-from a2c_tui.config import LIVE_KEYS, ConfigError, check_value, parse_override, to_toml
+from a2c_tui.config import LIVE_KEYS, ConfigError, check_value, echo, parse_override, to_toml
 from a2c_tui.tui.cell import Cell
 from a2c_tui.tui.messages import FINISHED, STOPPED, state_name
 
@@ -39,7 +39,7 @@ class ConfigValidator(Validator):
         try:
             parse_field(self.key, value)
         except ConfigError as e:
-            return self.failure(str(e))
+            return self.failure(e.reason)
         return self.success()
 
 
@@ -91,6 +91,7 @@ class HyperparametersPane(VerticalScroll, can_focus=False):
         self._latest: Any = None  # the newest snapshot, drawn while the pane is on screen
         self._on_screen = False
         self._said: tuple[str, bool] | None = None
+        self._typing_error = False  # the message is a typed value's problem (cleared once it is fixed)
 
     def compose(self) -> ComposeResult:
         schedule = self.config.algo.lr_schedule
@@ -186,6 +187,7 @@ class HyperparametersPane(VerticalScroll, can_focus=False):
         if self._said == (text, error):
             return
         self._said = (text, error)
+        self._typing_error = False
         message = self.query_one("#hp-message", Static)
         message.set_class(error, "-error")
         message.update(text)
@@ -193,9 +195,17 @@ class HyperparametersPane(VerticalScroll, can_focus=False):
     # ----- user input ---------------------------------------------------------------------
     @on(Input.Changed, ".hp-input")
     def _changed(self, event: Input.Changed) -> None:
-        if event.input.id and event.input.id.startswith("live-") and event.validation_result is not None:
-            failures = event.validation_result.failure_descriptions
-            self.say(failures[0] if failures else "", error=bool(failures))
+        # Also posted when the pane itself sets a field (the lr follows its schedule): a valid
+        # value clears only a typing problem, never a refusal or a confirmation.
+        field_id = event.input.id or ""
+        if not field_id.startswith("live-") or event.validation_result is None:
+            return
+        failures = event.validation_result.failure_descriptions
+        if failures:
+            self.say(f"{field_id.removeprefix('live-')} {failures[0]}", error=True)
+            self._typing_error = True
+        elif self._typing_error:
+            self.say("")
 
     @on(Input.Submitted, ".hp-input")
     def _submitted(self, event: Input.Submitted) -> None:
@@ -208,13 +218,30 @@ class HyperparametersPane(VerticalScroll, can_focus=False):
         try:
             value = parse_field(f"algo.{key}", event.value)
         except ConfigError as e:
-            self.say(f"not applied: {e}", error=True)
-            self.app.notify(f"{key} not applied: {e}", severity="error", markup=False)
-            self.app.log_line("warning", f"{key} = {event.value!r} rejected: {e}")
+            self.refused(key, e.reason, event.value)
+            return
+        current = self._trainer_value(key)
+        if _shown(value) == current:  # (as shown: the lr field shows the scheduled lr rounded)
+            event.input.value = self._shown_live[key] = current
+            self.say(f"{key} is already {current}: nothing to change")
             return
         self._shown_live[key] = event.input.value  # the field may now follow the trainer again
         self.say(f"{key} = {value:g} sent to the trainer")
         self.post_message(self.LiveChange(key, float(value)))
+
+    def refused(self, key: str, reason: str, typed: Any = None) -> None:
+        """A live value was refused (here or by the trainer): say why, reason first, and put
+        the trainer's value back in the field, so the form shows what the run uses."""
+        self._live[key].value = self._shown_live[key] = self._trainer_value(key)
+        self.say(f"{key} not applied: {reason}", error=True)
+        self.app.notify(f"{key} not applied: {reason}", severity="error", markup=False)
+        typed_text = "" if typed is None else f" (typed {echo(typed)})"
+        self.app.log_line("warning", f"{key} not applied: {reason}{typed_text}")
+
+    def _trainer_value(self, key: str) -> str:
+        """A live value as the run uses it now (lr: the scheduled lr), as the field shows it."""
+        value = self._latest.hparams.get(key) if self._latest is not None else None
+        return _shown(getattr(self.config.algo, key) if value is None else value)
 
     @on(Button.Pressed, "#hp-stop")
     def _stop(self) -> None:
@@ -223,12 +250,12 @@ class HyperparametersPane(VerticalScroll, can_focus=False):
     @on(Button.Pressed, "#hp-new-run")
     def _new_run(self) -> None:
         overrides = {}
-        for key, _ in STRUCTURAL:
+        for key, label in STRUCTURAL:
             field = self.query_one(f"#struct-{key.partition('.')[2]}", Input)
             try:
                 overrides[key] = parse_field(key, field.value)
             except ConfigError as e:
-                self.say(str(e), error=True)
+                self.say(f"new run not started: {label} {e.reason}", error=True)
                 field.focus()
                 return
         self.say("starting a new run…")

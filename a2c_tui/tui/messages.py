@@ -14,6 +14,8 @@ from typing import Any, Callable, Protocol
 
 from textual.message import Message
 
+from a2c_tui.config import EVAL_SEED
+
 RUNNING, PAUSED, STOPPED, FINISHED, ERROR = "RUNNING", "PAUSED", "STOPPED", "FINISHED", "ERROR"
 STATE_STYLES = {RUNNING: "bold green", PAUSED: "bold yellow", STOPPED: "bold magenta", FINISHED: "bold cyan",
                 ERROR: "bold white on red"}
@@ -40,7 +42,7 @@ class TrainerHandle(Protocol):
     def list_checkpoints(self) -> list[Any]: ...
     def delete_checkpoint(self, path: str | Path) -> None: ...
     def evaluate(self, source: str | Path | None, episodes: int = 100, envs: int = 8, greedy: bool = False,
-                 progress: Callable[[Any], None] | None = None, cancel: Any = None) -> dict[str, Any]: ...
+                 seed: int = EVAL_SEED, progress: Callable[[Any], None] | None = None, cancel: Any = None) -> dict[str, Any]: ...
     def history(self) -> list[dict[str, Any]]: ...
 
 
@@ -160,6 +162,17 @@ def fmt_number(value: Any, digits: int = 4) -> str:
     if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
         return f"{value:.{min(digits - 1, 4)}g}"  # at most 9 characters
     return f"{value:.{digits}g}"
+
+
+def fmt_steps(steps: float) -> str:
+    """A step count in three significant digits or so: 8,000 / 49.6k / 480k / 2.40M."""
+    if steps < 10_000:
+        return f"{steps:,.0f}"
+    if steps < 99_950:
+        return f"{steps / 1e3:.1f}k"
+    if steps < 999_500:
+        return f"{steps / 1e3:.0f}k"
+    return f"{steps / 1e6:.2f}M"
 
 
 def fmt_clock(timestamp: float) -> str:

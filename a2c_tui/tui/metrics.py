@@ -10,7 +10,6 @@ import math
 from collections import deque
 from typing import Any, Iterable, Mapping
 
-from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -18,7 +17,7 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from a2c_tui.tui.cell import Cell
-from a2c_tui.tui.messages import fmt_number
+from a2c_tui.tui.messages import fmt_number, fmt_steps
 
 # (record key, label, main) — main rows get taller sparklines.
 METRICS = (
@@ -69,6 +68,12 @@ class MetricHistory:
         rows = self.whole if whole else self.recent
         return [row[index] for row in rows if math.isfinite(row[index])]
 
+    def span(self, key: str, whole: bool) -> tuple[float, float] | None:
+        """The first and last step under one metric's sparkline (records with a value of it)."""
+        index, step_index = self.keys.index(key), self.keys.index("step")
+        rows = [row for row in (self.whole if whole else self.recent) if math.isfinite(row[index])]
+        return (rows[0][step_index], rows[-1][step_index]) if rows else None
+
     def clear(self) -> None:
         self.__init__(self.keys, self.recent.maxlen or RECENT, self.whole_max)
 
@@ -83,13 +88,12 @@ BARS = "▁▂▃▄▅▆▇█"
 
 
 class Spark(Widget):
-    """A sparkline of any height, one styled run per line (a colour gradient from the bottom
-    line up): Textual's own Sparkline styles every cell, ~70 ms a redraw at 200x60 with eight."""
+    """A sparkline of any height in one colour, one styled run per line: Textual's own
+    Sparkline styles every cell, ~70 ms a redraw at 200x60 with eight. (A gradient from the
+    bottom line up read as several series.)"""
 
-    COMPONENT_CLASSES = {"spark--min-color", "spark--max-color"}
     DEFAULT_CSS = """
-    Spark > .spark--min-color { color: $primary; }
-    Spark > .spark--max-color { color: $accent; }
+    Spark { color: $accent; }
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -105,21 +109,17 @@ class Spark(Widget):
         width, height = self.content_size
         if width <= 0 or height <= 0:
             return Text()
-        _, background = self.background_colors
-        low = background + self.get_component_styles("spark--min-color").color
-        high = background + self.get_component_styles("spark--max-color").color
-        text = Text(no_wrap=True, overflow="crop")
-        for number, line in enumerate(spark_lines(self.values, width, height)):
-            if number:
-                text.append("\n")
-            rise = 1.0 if height == 1 else (height - 1 - number) / (height - 1)
-            text.append(line, Style(color=low.blend(high, rise).rich_color))
-        return text
+        return Text("\n".join(spark_lines(self.values, width, height)), no_wrap=True, overflow="crop")
+
+
+MIN_SPAN = 1e-3  # of the values' magnitude: a smaller range is drawn flat (the numbers show it)
 
 
 def spark_lines(values: list[float], width: int, height: int) -> list[str]:
     """The sparkline's lines, top to bottom. Each column shows the mean of its share of the
-    values (values stretch when there are fewer than columns); the lowest still shows ▁."""
+    values (values stretch when there are fewer than columns); the lowest still shows ▁.
+    The height spans at least MIN_SPAN of the values' size: an entropy moving in its sixth
+    digit must not swing from bottom to top."""
     if not values:
         return [" " * width] * (height - 1) + ["▁" * width]
     count = len(values)
@@ -129,7 +129,7 @@ def spark_lines(values: list[float], width: int, height: int) -> list[str]:
         share = values[start:max(start + 1, (column + 1) * count // width)]
         columns.append(sum(share) / len(share))
     low, high = min(columns), max(columns)
-    extent = (high - low) or 1.0
+    extent = max(high - low, MIN_SPAN * max(abs(low), abs(high))) or 1.0
     top_index = 8 * height - 1
     indexes = [int((v - low) / extent * top_index) for v in columns]
     lines = []
@@ -137,6 +137,15 @@ def spark_lines(values: list[float], width: int, height: int) -> list[str]:
         floor = 8 * line
         lines.append("".join(" " if i < floor else "█" if i >= floor + 8 else BARS[i - floor] for i in indexes))
     return lines
+
+
+def row_heights(lines: int, main_rows: int, other_rows: int) -> tuple[int, int]:
+    """(main, other) row heights that share `lines` evenly: every row as tall as the space
+    allows (1 to 4 lines), then what is left to the main rows (at most 8). Textual's fr
+    heights rounded eight rows into 3, 2 and 1 lines."""
+    other = max(1, min(4, lines // (main_rows + other_rows)))
+    main = max(other, min(8, (lines - other * other_rows) // main_rows))
+    return main, other
 
 
 class MetricRow(Horizontal):
@@ -147,16 +156,20 @@ class MetricRow(Horizontal):
         self._stats = ""
 
     def compose(self) -> ComposeResult:
-        yield Static(self.label, classes="metric-label")
+        with Vertical(classes="metric-label"):
+            yield Static(self.label, classes="metric-name")
+            yield Cell("", classes="metric-steps")  # a row of one line has no room for it
         yield Spark(classes="metric-spark")
         yield Cell("", classes="metric-stats")
 
     def on_mount(self) -> None:
         self._spark = self.query_one(Spark)
         self._cell = self.query_one(".metric-stats", Cell)
+        self._steps = self.query_one(".metric-steps", Cell)
 
-    def show(self, values: list[float]) -> None:
+    def show(self, values: list[float], span: tuple[float, float] | None = None) -> None:
         self._spark.show(values)
+        self._steps.set(f"{fmt_steps(span[0])}–{fmt_steps(span[1])}" if span else "")
         if values:
             now, low, high = values[-1], min(values), max(values)
             digits = 4 if fmt_number(low) != fmt_number(high) or low == high else 6  # show that it moves
@@ -174,7 +187,7 @@ class MetricRow(Horizontal):
 class MetricsPane(Vertical):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.history = MetricHistory(key for key, _, _ in METRICS)
+        self.history = MetricHistory(("step", *(key for key, _, _ in METRICS)))
         self.whole_run = False
         self.shown = True  # the app says when its tab is hidden: then records are only stored
         self._stale = False
@@ -195,6 +208,13 @@ class MetricsPane(Vertical):
         self._rows = list(self.query(MetricRow))
         self._window = self.query_one("#metrics-window", Cell)
         self.redraw()
+
+    def on_resize(self) -> None:
+        header = self.query_one("#metrics-header").outer_size.height
+        mains = sum(row.has_class("main") for row in self._rows)
+        main, other = row_heights(self.content_size.height - header, mains, len(self._rows) - mains)
+        for row in self._rows:
+            row.styles.height = main if row.has_class("main") else other
 
     def seed(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Records written before the app opened (a resumed run)."""
@@ -226,4 +246,4 @@ class MetricsPane(Vertical):
         self._stale = False
         self._window.set(self._header())
         for row in self._rows:
-            row.show(self.history.series(row.key, self.whole_run))
+            row.show(self.history.series(row.key, self.whole_run), self.history.span(row.key, self.whole_run))

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from a2c_tui import protocol
-from a2c_tui.config import ConfigError, LIVE_KEYS, check_value, from_dict
+from a2c_tui.config import EVAL_SEED, LIVE_KEYS, ConfigError, check_value, from_dict
 from a2c_tui.metrics import read_jsonl
 from a2c_tui.protocol import CheckpointInfo, Disconnected, Event, ProtocolError, Snapshot, State
 from a2c_tui.service import ServiceError, connect, decode_weights, first_line
@@ -192,13 +192,13 @@ class RemoteHandle:
 
     # --- evaluations run in the service ---
     def evaluate(self, source: str | Path | None, episodes: int = 100, envs: int = 8, greedy: bool = False,
-                 progress: Callable[[Any], None] | None = None, cancel: threading.Event | None = None
-                 ) -> dict[str, Any]:
+                 seed: int = EVAL_SEED, progress: Callable[[Any], None] | None = None,
+                 cancel: threading.Event | None = None) -> dict[str, Any]:
         """Start an evaluation of a checkpoint in the service and follow it to its end. Called from
         a worker thread. Detaching does not stop it: its result lands beside the checkpoint."""
         if source is None:
             raise ConfigError("the service evaluates checkpoints: save the current weights first")
-        reply = self._call("evaluate", path=str(source), episodes=episodes, envs=envs, greedy=greedy)
+        reply = self._call("evaluate", path=str(source), episodes=episodes, envs=envs, greedy=greedy, seed=seed)
         eid = int(reply.result(timeout=CALL_TIMEOUT)["id"])
         return self.follow_evaluation(eid, progress, cancel)
 

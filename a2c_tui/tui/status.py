@@ -69,8 +69,9 @@ def _length(parts: list[Text]) -> int:
 def status_parts(s: Any) -> list[Text]:
     state = state_name(s.state)
     done = s.step / s.total_steps if s.total_steps else 0.0
-    speed = f"{s.steps_per_sec:,.0f} steps/s" if s.steps_per_sec > 0 else "- steps/s"
-    eta = fmt_duration(s.eta) if state == "RUNNING" else "-"
+    running = state == "RUNNING"  # a stopped run's last speed is not its speed
+    speed = f"{s.steps_per_sec:,.0f} steps/s" if running and s.steps_per_sec > 0 else "- steps/s"
+    eta = fmt_duration(s.eta) if running else "-"
     return [
         Text(f" {state} ", style=STATE_STYLES.get(state, "bold")),
         Text(s.run_name, style="bold"),
