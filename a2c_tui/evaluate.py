@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from a2c_tui import memory
 from a2c_tui.config import Config
 from a2c_tui.envs import make_envs
 from a2c_tui.model import ActorCritic, choose_actions
@@ -62,6 +63,7 @@ def evaluate(config: Config, weights: dict[str, torch.Tensor], episodes: int = 1
         raise ValueError("episodes and envs must be >= 1")
     num_envs = min(num_envs, episodes)
     env = config.env
+    memory.check_evaluation(env.id, num_envs)
     envs = make_envs(env.id, num_envs, seed=seed, num_threads=env.num_threads, noop_max=env.noop_max,
                      max_episode_frames=env.max_episode_frames, clip_rewards=False, life_loss=False)
     try:
