@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from a2c_tui import files
+
 
 class ConfigError(ValueError):
     """A config key has a value that is not allowed (message: one line)."""
@@ -111,6 +113,11 @@ def _check_range(key: str, value: Any) -> None:
             need(0 <= value <= 1024, "an integer from 0 to 1024 (0 = automatic)")
         case "run.out_dir":
             need(bool(value) and "\x00" not in value, "a non-empty path (no NUL character)")
+            # A byte that is not UTF-8 comes from the command line as a lone surrogate: no file
+            # name, TOML file or terminal line can hold it.
+            need(not any(0xD800 <= ord(c) <= 0xDFFF for c in value), "valid UTF-8 text")
+            need(all(len(part.encode()) <= 255 for part in value.split("/")) and len(value.encode()) < 4096,
+                 "a path whose names are at most 255 bytes each (4095 in all)")
         case "env.id":
             from a2c_tui.envs import check_env_id  # late import: envs pulls in ale_py
 
@@ -149,7 +156,10 @@ def _coerce(key: str, typ: type, value: Any) -> Any:
     """Check the type of one value (ints are accepted for floats); raise ConfigError."""
     names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # hundreds of digits
+            raise ConfigError(f"{key} = {value:.3e} is not allowed: must be a finite number") from None
     if type(value) is not typ:
         raise ConfigError(f"{key} = {value!r} is not allowed: must be {names[typ]}")
     return value
@@ -223,9 +233,11 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
     if path is not None:
         path = Path(path)
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(files.read_bounded(path, files.CONFIG_LIMIT, "config file").decode())
         except FileNotFoundError:
             raise ConfigError(f"config file {str(path)!r} does not exist") from None
+        except files.RefusedFile as e:
+            raise ConfigError(str(e)) from None
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"config file {str(path)!r} cannot be read: {e}") from None
         except tomllib.TOMLDecodeError as e:
@@ -237,7 +249,10 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        # A TOML basic string: backslash and quote escaped, every control character as \uXXXX
+        # (a raw newline would end the string and start a line of the attacker's choosing).
+        return '"' + "".join(f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F else "\\" + c if c in '"\\'
+                             else c for c in value) + '"'
     return repr(value)
 
 
