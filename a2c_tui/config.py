@@ -159,7 +159,8 @@ def _coerce(key: str, typ: type, value: Any) -> Any:
         try:
             return float(value)
         except OverflowError:  # hundreds of digits
-            raise ConfigError(f"{key} = {value:.3e} is not allowed: must be a finite number") from None
+            raise ConfigError(f"{key} = <a number of {len(str(value))} digits> is not allowed: must be a finite "
+                              f"number") from None
     if type(value) is not typ:
         raise ConfigError(f"{key} = {value!r} is not allowed: must be {names[typ]}")
     return value
@@ -208,7 +209,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"--set {text!r} is not allowed: must look like section.key=value")
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
+    except ValueError:  # TOMLDecodeError, or an integer of more than 4300 digits
         value = raw  # a bare word such as SpaceInvaders or cpu
     return key, value
 
@@ -240,7 +241,7 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
             raise ConfigError(str(e)) from None
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"config file {str(path)!r} cannot be read: {e}") from None
-        except tomllib.TOMLDecodeError as e:
+        except ValueError as e:  # TOMLDecodeError, or an integer of more than 4300 digits
             raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
     return from_dict(data, dict(parse_override(o) for o in overrides))
 

@@ -28,18 +28,18 @@ class RefusedFile(ValueError):
 def read_bounded(path: str | Path, limit: int, what: str = "file") -> bytes:
     """The bytes of a regular file of at most `limit` bytes; RefusedFile for anything else.
     OSError as usual when it is missing or unreadable."""
+    # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except IsADirectoryError:
-        raise RefusedFile(f"{what} {str(path)!r} is a directory, not a file") from None
-    with os.fdopen(fd, "rb") as f:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise RefusedFile(f"{what} {str(path)!r} is not a regular file")
         if info.st_size > limit:
             raise RefusedFile(f"{what} {str(path)!r} is {info.st_size:,} bytes, more than the {limit:,} allowed")
-        data = f.read(limit + 1)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)
+    finally:
+        os.close(fd)
     if len(data) > limit:  # it grew while we read
         raise RefusedFile(f"{what} {str(path)!r} is more than the {limit:,} bytes allowed")
     return data
