@@ -299,6 +299,8 @@ def check_run_dir(run_dir: str | Path) -> None:
     about to read or write when any file it uses, or any name in its index.json, resolves
     outside it, or when a file that is appended to is a symlink."""
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return  # nothing there to point anywhere; the missing checkpoint is reported by whoever loads it
     read_index(run_dir, strict=True)
     used = [*RUN_FILES, *(p.name for p in run_dir.iterdir() if p.name.endswith((".pt", ".eval.json")))]
     for name in used:

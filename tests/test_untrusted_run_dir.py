@@ -259,7 +259,7 @@ def test_resume_cleans_every_stale_temp_file(template, tmp_path):
 
 
 # ----- 5. hostile numbers ------------------------------------------------------------------
-@pytest.mark.parametrize("digits", ["9" * 400, "9" * 5000])  # 5000: past Python's int-to-string limit
+@pytest.mark.parametrize("digits", ["9" * 400, "9" * 5000], ids=["400", "5000"])  # 5000: past int() string limit
 def test_hundreds_of_digits_for_a_float_are_one_line(tmp_path, digits):
     from a2c_tui.tui.hparams import parse_field
 
@@ -373,7 +373,7 @@ def test_configs_and_checkpoints_must_be_regular_files_within_a_limit(tmp_path, 
 @pytest.mark.parametrize("out_dir, words", [
     ("runs/" + "x" * 256, "255 bytes"),
     ("runs/caf\udce9", "UTF-8"),  # a Latin-1 byte on the command line (surrogateescape)
-])
+], ids=["long_name", "latin1_byte"])
 def test_out_dir_that_no_file_system_or_terminal_takes_is_one_line(tmp_path, out_dir, words):
     result = run("train", "--headless", "--config", str(CONFIGS / "cartpole.toml"), "--set",
                  f"run.out_dir='{tmp_path}/{out_dir}'")
