@@ -260,8 +260,10 @@ def _check_json_target(target: Path, run_dir: Path) -> None:
     if not target.parent.is_dir():
         raise UsageError(f"--json {target} is not allowed: {target.parent} is not a directory")
     resolved = target.resolve()
+    if resolved.suffix == ".pt":
+        raise UsageError(f"--json {target} is not allowed: it names a checkpoint")
     if resolved.is_relative_to(run_dir.resolve()) and (
-            resolved.exists() or resolved.name in RUN_FILES or resolved.name.endswith((".pt", ".eval.json"))):
+            resolved.exists() or resolved.name in RUN_FILES or resolved.name.endswith(".eval.json")):
         raise UsageError(f"--json {target} is not allowed: it would overwrite a file of the run directory")
     try:
         files.check_writable(target.parent)

@@ -445,10 +445,13 @@ def test_every_field_read_from_a_checkpoint_is_checked(template, tmp_path, field
 
 def test_eval_json_is_checked_before_playing(template, tmp_path):
     run_dir = copy_run(template, tmp_path)
+    (run_dir / "notes.txt").write_text("the user's")
+    (tmp_path / "other_run").mkdir()
     before = tree(run_dir)
     (tmp_path / "a_dir").mkdir()
     for target, words in ((tmp_path / "a_dir", "directory"), (tmp_path / "missing" / "r.json", "not a directory"),
-                          (run_dir / "step_40.pt", "overwrite"), (run_dir / "index.json", "overwrite"),
+                          (run_dir / "step_40.pt", "checkpoint"), (tmp_path / "other_run" / "best.pt", "checkpoint"),
+                          (run_dir / "index.json", "overwrite"), (run_dir / "notes.txt", "overwrite"),
                           (run_dir / "step_80.eval.json", "overwrite")):
         assert refused(run("eval", str(run_dir / "step_40.pt"), "--episodes", "1", "--json", str(target)),
                        "--json", words), target
