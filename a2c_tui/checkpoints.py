@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from a2c_tui import files
+from a2c_tui.config import LIVE_KEYS, ConfigError, check_value
 
 FORMAT = "a2c-tui/1"
 STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
@@ -130,6 +131,16 @@ def _is_number(value: Any, lo: float = -math.inf) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= lo
 
 
+def _live_value_ok(key: Any, value: Any) -> bool:
+    if key not in LIVE_KEYS:
+        return True
+    try:
+        check_value(f"algo.{key}", value)
+        return True
+    except ConfigError:
+        return False
+
+
 _FIELDS = {  # key -> (check, what it must be); a key a payload does not have is not checked
     "step": (_is_int, "an integer >= 0"),
     "updates": (_is_int, "an integer >= 0"),
@@ -146,7 +157,8 @@ _FIELDS = {  # key -> (check, what it must be); a key a payload does not have is
     "model": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(t, torch.Tensor)
                                                     for k, t in v.items()), "a table of tensors"),
     "optimizer": (lambda v: isinstance(v, dict), "a table"),
-    "hparams": (lambda v: isinstance(v, dict) and all(_is_number(x) for x in v.values()), "a table of numbers"),
+    "hparams": (lambda v: isinstance(v, dict) and all(_is_number(x) and _live_value_ok(k, x) for k, x in v.items()),
+                "a table of numbers, live ones within their config ranges"),
     "scores": (lambda v: isinstance(v, dict) and _is_int(v.get("games", 0))
                and isinstance(v.get("scores", []), list) and all(_is_number(x) for x in v.get("scores", []))
                and isinstance(v.get("lengths", []), list) and all(_is_int(n) for n in v.get("lengths", [])),
@@ -297,7 +309,7 @@ RUN_FILES = ("index.json", "config.toml", "metrics.jsonl", "tb", "latest.pt", "b
 def check_run_dir(run_dir: str | Path) -> None:
     """Refuse (files.RefusedFile, one line naming the file) a run directory that a command is
     about to read or write when any file it uses, or any name in its index.json, resolves
-    outside it, or when a file that is appended to is a symlink."""
+    outside it, or when a file written in place is a symlink."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return  # nothing there to point anywhere; the missing checkpoint is reported by whoever loads it
@@ -305,9 +317,11 @@ def check_run_dir(run_dir: str | Path) -> None:
     used = [*RUN_FILES, *(p.name for p in run_dir.iterdir() if p.name.endswith((".pt", ".eval.json")))]
     for name in used:
         files.inside(run_dir, name)
-    for name in ("metrics.jsonl", "tb"):
-        if (run_dir / name).is_symlink():
-            raise files.RefusedFile(f"{str(run_dir / name)!r} is a symbolic link; it is not written through; "
+    # written in place: metrics.jsonl is appended to, TensorBoard opens new files in tb/ by name
+    tb = run_dir / "tb"
+    for path in [run_dir / "metrics.jsonl", tb, *(tb.iterdir() if tb.is_dir() and not tb.is_symlink() else ())]:
+        if path.is_symlink():
+            raise files.RefusedFile(f"{str(path)!r} is a symbolic link; it is not written through; "
                                     f"this run directory is refused")
 
 

@@ -190,14 +190,15 @@ def test_no_command_writes_outside_a_crafted_run_directory(template, tmp_path_fa
 
 
 # ----- 1. the run directory, one case at a time ------------------------------------------
-@pytest.mark.parametrize("entry", ["config.toml", "metrics.jsonl", "tb", "index.json"])
+@pytest.mark.parametrize("entry", ["config.toml", "metrics.jsonl", "tb", "index.json", "tb/events.out.tfevents.1"])
 def test_resume_refuses_a_run_file_that_is_a_symlink_out_and_writes_nothing(template, tmp_path, entry):
     victim = tmp_path / "victim"
     (victim / "tb").mkdir(parents=True)
     (victim / entry if entry != "tb" else victim / "tb" / "x").write_text("precious")
     run_dir = copy_run(template, tmp_path / "runs")
     path = run_dir / entry
-    shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if path.exists():
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
     path.symlink_to(victim / entry)
     before = tree(tmp_path)
     assert refused(run("train", "--headless", "--resume", str(run_dir)), entry)
@@ -435,7 +436,8 @@ def test_foreign_tensors_under_valid_metadata_are_one_line_everywhere(atari_chec
                                           ("best_score", math.nan), ("base_lr", -1.0), ("elapsed", math.inf),
                                           ("scores", {"scores": ["x"], "lengths": [], "games": 1}),
                                           ("scores", {"scores": [], "lengths": [], "games": -5}),
-                                          ("n_actions", 0), ("obs_shape", [4, -84, 84])])
+                                          ("n_actions", 0), ("obs_shape", [4, -84, 84]),
+                                          ("hparams", {"lr": 50.0}), ("hparams", {"gamma": "0.99"})])
 def test_every_field_read_from_a_checkpoint_is_checked(template, tmp_path, field, value):
     path = save_payload(tmp_path / "step_40.pt", {**ckpt.load(template / "step_40.pt"), field: value})
     with pytest.raises(ckpt.CheckpointError, match=field) as e:
