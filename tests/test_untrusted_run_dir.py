@@ -310,12 +310,13 @@ def test_a_run_or_evaluation_too_big_for_memory_is_refused_before_allocating(ata
                                                                              monkeypatch):
     from a2c_tui import memory
 
-    monkeypatch.setattr(memory, "available_bytes", lambda: 8 << 30)  # this test, not this machine
+    monkeypatch.setattr(memory, "available_bytes", lambda: 2 << 30)  # this test, not this machine
     big = load_config("smoke", tmp_path / "runs", "algo.n_steps=10000", "env.num_envs=256")
-    with pytest.raises(ConfigError, match=r"needs about [\d,.]+ GiB of memory .* 8.0 GiB available") as e:
+    with pytest.raises(ConfigError, match=r"needs about [\d,.]+ GiB of memory .* 2.0 GiB available") as e:
         Trainer(big, tensorboard=False)
     assert "\n" not in str(e.value) and not (tmp_path / "runs").exists()
-    assert refused(run("eval", str(atari_checkpoint), "--episodes", "5000", "--envs", "5000"), "GiB", "5,000 envs")
+    assert refused(run("eval", str(atari_checkpoint), "--episodes", "5000", "--envs", "5000"), "5,000 envs", "1024")
+    assert refused(run("eval", str(atari_checkpoint), "--episodes", "5000", "--envs", "1000"), "GiB", "1,000 envs")
     # what the presets ask for fits
     for preset in ("space_invaders", "breakout", "pong", "cartpole", "smoke"):
         memory.check_run(load_config(preset, tmp_path))
