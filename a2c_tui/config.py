@@ -250,11 +250,16 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        # A TOML basic string: backslash and quote escaped, every control character as \uXXXX
-        # (a raw newline would end the string and start a line of the attacker's choosing).
-        return '"' + "".join(f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F else "\\" + c if c in '"\\'
-                             else c for c in value) + '"'
+        return '"' + "".join(_toml_char(c) for c in value) + '"'
     return repr(value)
+
+
+def _toml_char(c: str) -> str:
+    """One character inside a TOML basic string. Every control character is escaped: a raw
+    newline would end the string and start a line of someone else's choosing."""
+    if ord(c) < 0x20 or ord(c) == 0x7F:
+        return f"\\u{ord(c):04x}"
+    return "\\" + c if c in '"\\' else c
 
 
 def to_toml(config: Config) -> str:
