@@ -127,11 +127,12 @@ ENTRIES = ["index.json", "config.toml", "metrics.jsonl", "tb", "latest.pt", "bes
 
 @st.composite
 def crafted(draw):
-    """(entries replaced by symlinks, index.json changes): each symlink points at the victim
-    (a sibling run) by an absolute or a relative path; index names are '..', absolute, nested."""
+    """(entries replaced by symlinks, index.json changes): a symlink points at the victim (a
+    sibling run) by an absolute or a relative path, or ('@...') at a file of the run itself
+    (itself included: a loop); index names are '..', absolute, nested."""
     links = draw(st.dictionaries(st.sampled_from(ENTRIES), st.tuples(
         st.sampled_from(["step_40.pt", "step_80.pt", "index.json", "config.toml", "metrics.jsonl", "tb", "secret",
-                         "missing.pt", ""]), st.booleans()), max_size=3))
+                         "missing.pt", "", "@step_40.pt", "@step_80.pt", "@tb"]), st.booleans()), max_size=3))
     names = st.sampled_from(["../victim/step_40.pt", "../victim/best.pt", "..", "", "/", "sub/../../victim/index.json",
                              "VICTIM/step_80.pt", "../victim", "step_40.pt", 7, None])
     index = draw(st.dictionaries(st.sampled_from(["latest", "best"]), names, max_size=2))
@@ -149,7 +150,10 @@ def build(template: Path, parent: Path, links: dict, index: dict, extra_files: l
             shutil.rmtree(path)
         elif path.exists() or path.is_symlink():
             path.unlink()
-        path.symlink_to(victim / target if absolute else Path("..", "victim", target))
+        if target.startswith("@"):
+            path.symlink_to(target[1:])
+        else:
+            path.symlink_to(victim / target if absolute else Path("..", "victim", target))
     if index or extra_files:
         data = json.loads((victim / "index.json").read_text())
         data.update({k: str(victim / v[10:]) if isinstance(v, str) and v.startswith("VICTIM/") else v
@@ -161,7 +165,7 @@ def build(template: Path, parent: Path, links: dict, index: dict, extra_files: l
     return run_dir
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(crafted(), st.sampled_from(["", "latest.pt", "best.pt", "step_40.pt"]))
 def test_no_command_writes_outside_a_crafted_run_directory(template, tmp_path_factory, crafted_dir, checkpoint):
     links, index, extra_files = crafted_dir
