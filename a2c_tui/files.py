@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 CONFIG_LIMIT = 1 << 20  # a config is a few hundred bytes
-CHECKPOINT_LIMIT = 1 << 30  # a Nature-CNN checkpoint (weights and RMSprop state) is 13.5 MB
+CHECKPOINT_LIMIT = 1 << 28  # a Nature-CNN checkpoint (weights and RMSprop state) is 13.5 MB
 SIDE_FILE_LIMIT = 1 << 28  # index.json, *.eval.json, metrics.jsonl (a 10M-step run writes ~1 MB)
 
 
