@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from a2c_tui import files
+from a2c_tui.config import LIVE_KEYS, ConfigError, check_value
 from a2c_tui.protocol import CheckpointInfo
 
 FORMAT = "a2c-tui/1"
@@ -118,12 +120,17 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     if not path.exists():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     try:
+        # Read once, then parse the bytes: what is checked is what is loaded.
+        data = io.BytesIO(files.read_bounded(path, files.CHECKPOINT_LIMIT, "checkpoint"))
         # torch.load does not check the archive's CRCs: bytes flipped inside a tensor would load silently.
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(data) as archive:
             damaged = archive.testzip()
         if damaged is not None:
             raise zipfile.BadZipFile(f"CRC mismatch in {damaged}")
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        data.seek(0)
+        payload = torch.load(data, map_location=map_location, weights_only=True)
+    except files.RefusedFile as e:
+        raise CheckpointError(str(e)) from None
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"checkpoint {str(path)!r} refused: it is not plain data ({first[:160]})") from None
@@ -133,7 +140,59 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or unreadable ({first[:160]})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {str(path)!r} is not an a2c-tui checkpoint")
+    _check_fields(payload, path)
     return payload
+
+
+def _is_int(value: Any, lo: int = 0, hi: int = 2**62) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+
+
+def _is_number(value: Any, lo: float = -math.inf) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= lo
+
+
+def _live_value_ok(key: Any, value: Any) -> bool:
+    if key not in LIVE_KEYS:
+        return True
+    try:
+        check_value(f"algo.{key}", value)
+        return True
+    except ConfigError:
+        return False
+
+
+_FIELDS = {  # key -> (check, what it must be); a key a payload does not have is not checked
+    "step": (_is_int, "an integer >= 0"),
+    "updates": (_is_int, "an integer >= 0"),
+    "elapsed": (lambda v: _is_number(v, 0.0), "a finite number >= 0"),
+    "saved_at": (lambda v: _is_number(v, 0.0), "a finite number >= 0"),
+    "base_lr": (lambda v: _is_number(v) and v > 0, "a finite number > 0"),
+    "score": (lambda v: v is None or _is_number(v), "a finite number or none"),
+    "best_score": (lambda v: v is None or _is_number(v), "a finite number or none"),
+    "env_id": (lambda v: isinstance(v, str), "a string"),
+    "n_actions": (lambda v: _is_int(v, 1, 1 << 16), "an integer from 1 to 65536"),
+    "obs_shape": (lambda v: isinstance(v, (list, tuple)) and len(v) in (1, 3) and all(_is_int(n, 1, 1 << 16) for n in v),
+                  "1 or 3 sizes"),
+    "config": (lambda v: isinstance(v, dict), "a table"),
+    "model": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(t, torch.Tensor)
+                                                    for k, t in v.items()), "a table of tensors"),
+    "optimizer": (lambda v: isinstance(v, dict), "a table"),
+    "hparams": (lambda v: isinstance(v, dict) and all(_is_number(x) and _live_value_ok(k, x) for k, x in v.items()),
+                "a table of numbers, live ones within their config ranges"),
+    "scores": (lambda v: isinstance(v, dict) and _is_int(v.get("games", 0))
+               and isinstance(v.get("scores", []), list) and all(_is_number(x) for x in v.get("scores", []))
+               and isinstance(v.get("lengths", []), list) and all(_is_int(n) for n in v.get("lengths", [])),
+               "a score window (finite scores, lengths and games >= 0)"),
+}
+
+
+def _check_fields(payload: dict[str, Any], path: Path) -> None:
+    """Every plain field a command reads from a checkpoint, of the type and range it needs."""
+    for key, (ok, allowed) in _FIELDS.items():
+        if key in payload and not ok(payload[key]):
+            shown = repr(payload[key]) if not isinstance(payload[key], (dict, list)) else type(payload[key]).__name__
+            raise CheckpointError(f"checkpoint {str(path)!r} is refused: {key} = {shown[:60]} must be {allowed}")
 
 
 def check_compatible(payload: dict[str, Any], env_id: str, n_actions: int, obs_shape: tuple[int, ...],
@@ -150,6 +209,42 @@ def check_compatible(payload: dict[str, Any], env_id: str, n_actions: int, obs_s
     if tuple(payload.get("obs_shape", ())) != tuple(obs_shape):
         raise CheckpointError(f"{str(path)!r} expects observations {tuple(payload.get('obs_shape', ()))}, "
                               f"{env_id} gives {tuple(obs_shape)}")
+    _check_tensors(payload, tuple(obs_shape), n_actions, path)
+
+
+def _check_tensors(payload: dict[str, Any], obs_shape: tuple[int, ...], n_actions: int, path: str | Path) -> None:
+    """The weights (and optimizer state, if any) have exactly the model's names and shapes:
+    metadata can say SpaceInvaders over another game's head or an MLP."""
+    from a2c_tui.model import ActorCritic
+
+    with torch.device("meta"):  # shapes only, nothing allocated
+        model = ActorCritic(obs_shape, n_actions)
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    weights = payload.get("model")
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"{str(path)!r} holds no model weights")
+    got = {name: tuple(t.shape) for name, t in weights.items()}
+    missing, extra = sorted(expected.keys() - got.keys()), sorted(got.keys() - expected.keys())
+    if missing or extra:
+        what = "; ".join(part for part in (f"missing {', '.join(missing)}" if missing else "",
+                                          f"unexpected {', '.join(extra)}" if extra else "") if part)
+        raise CheckpointError(f"{str(path)!r} does not hold this model's weights: {what[:200]}")
+    for name, shape in expected.items():
+        if got[name] != shape or not weights[name].is_floating_point():
+            raise CheckpointError(f"{str(path)!r} does not hold this model's weights: {name} is "
+                                  f"{list(got[name])} {weights[name].dtype}, the model needs {list(shape)} floats")
+    optimizer = payload.get("optimizer")
+    if optimizer is None:
+        return
+    shapes = [tuple(p.shape) for p in model.parameters()]
+    state = optimizer.get("state") if isinstance(optimizer, dict) else None
+    groups = optimizer.get("param_groups") if isinstance(optimizer, dict) else None
+    ok = isinstance(state, dict) and isinstance(groups, list) and all(
+        isinstance(i, int) and 0 <= i < len(shapes) and isinstance(entry, dict)
+        and all(not isinstance(t, torch.Tensor) or t.dim() == 0 or tuple(t.shape) == shapes[i] for t in entry.values())
+        for i, entry in state.items())
+    if not ok:
+        raise CheckpointError(f"{str(path)!r} holds an optimizer state that does not fit this model")
 
 
 def eval_result_path(checkpoint: Path) -> Path:
@@ -159,14 +254,44 @@ def eval_result_path(checkpoint: Path) -> Path:
 _index_lock = threading.Lock()  # the trainer and evaluations both update index.json
 
 
-def read_index(run_dir: Path) -> dict[str, Any]:
+def read_index(run_dir: Path, strict: bool = False) -> dict[str, Any]:
     """index.json: {"latest": name, "best": name, "best_by": "score"|"eval", "best_value": x,
-    "files": {name: {"step", "score", "time"}}}. Missing or damaged -> {}."""
+    "files": {name: {"step", "score", "time"}}}. Missing or damaged -> {}; entries of the wrong
+    type are dropped. A name that does not resolve inside run_dir is dropped too, or with
+    `strict` refused (files.RefusedFile), as is an index.json that is not a file of run_dir."""
+    run_dir = Path(run_dir)
+
+    def unsafe(name: Any) -> bool:
+        reason = files.outside(run_dir, name)
+        if reason is not None and strict:
+            raise files.RefusedFile(f"{str(run_dir / 'index.json')!r} names {str(name)[:80]!r}, which {reason}; "
+                                    f"this run directory is refused")
+        return reason is not None
+
+    if strict:
+        files.inside(run_dir, "index.json")
+    elif files.outside(run_dir, "index.json"):
+        return {}
     try:
-        index = json.loads((Path(run_dir) / "index.json").read_text())
-        return index if isinstance(index, dict) else {}
+        raw = json.loads(files.read_bounded(run_dir / "index.json", files.SIDE_FILE_LIMIT, "index"))
+    except files.RefusedFile:
+        if strict:
+            raise
+        return {}
     except (OSError, ValueError):
         return {}
+    if not isinstance(raw, dict):
+        return {}
+    index: dict[str, Any] = {}
+    for key in ("latest", "best"):
+        if key in raw and not unsafe(raw[key]):
+            index[key] = raw[key]
+    if raw.get("best_by") in ("score", "eval") and _is_number(raw.get("best_value")):
+        index.update(best_by=raw["best_by"], best_value=raw["best_value"])
+    entries = raw.get("files") if isinstance(raw.get("files"), dict) else {}
+    index["files"] = {name: meta for name, meta in entries.items() if not unsafe(name) and isinstance(meta, dict)
+                      and _is_int(meta.get("step")) and (meta.get("score") is None or _is_number(meta["score"]))}
+    return index
 
 
 def update_index(run_dir: Path, changes: dict[str, Any]) -> dict[str, Any]:
@@ -204,10 +329,32 @@ def resolve(path: Path) -> Path:
     """latest.pt / best.pt -> the step_<N>.pt they were made from, when it still exists."""
     path = Path(path)
     if path.name in ("latest.pt", "best.pt"):
-        target = read_index(path.parent).get(path.stem)
+        target = read_index(path.parent).get(path.stem)  # only names inside the run directory
         if target and (path.parent / target).exists():
             return path.parent / target
     return path
+
+
+RUN_FILES = ("index.json", "config.toml", "metrics.jsonl", "tb", "latest.pt", "best.pt")
+
+
+def check_run_dir(run_dir: str | Path) -> None:
+    """Refuse (files.RefusedFile, one line naming the file) a run directory that a command is
+    about to read or write when any file it uses, or any name in its index.json, resolves
+    outside it, or when a file written in place is a symlink."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return  # nothing there to point anywhere; the missing checkpoint is reported by whoever loads it
+    read_index(run_dir, strict=True)
+    used = [*RUN_FILES, *(p.name for p in run_dir.iterdir() if p.name.endswith((".pt", ".eval.json")))]
+    for name in used:
+        files.inside(run_dir, name)
+    # written in place: metrics.jsonl is appended to, TensorBoard opens new files in tb/ by name
+    tb = run_dir / "tb"
+    for path in [run_dir / "metrics.jsonl", tb, *(tb.iterdir() if tb.is_dir() and not tb.is_symlink() else ())]:
+        if path.is_symlink():
+            raise files.RefusedFile(f"{str(path)!r} is a symbolic link; it is not written through; "
+                                    f"this run directory is refused")
 
 
 def mark_best(run_dir: Path, source: Path, by: str, value: float) -> None:
@@ -246,7 +393,7 @@ def list_checkpoints(run_dir: str | Path) -> list[CheckpointInfo]:
     """The run's checkpoint files, newest step first, with what index.json knows about them."""
     run_dir = Path(run_dir)
     index = read_index(run_dir)
-    files = index.get("files", {})
+    entries = index.get("files", {})
     names = {p.name for p in run_dir.glob("*.pt")}
     infos = []
     for name in names:
@@ -254,15 +401,19 @@ def list_checkpoints(run_dir: str | Path) -> list[CheckpointInfo]:
         if name in ("latest.pt", "best.pt") and index.get(name[:-3]) in names:
             continue
         path = run_dir / name
+        if files.outside(run_dir, name):
+            continue  # a symlink out of the run directory: not ours to show
         try:
             stat = path.stat()
         except OSError:
             continue  # rotated out while we looked
-        meta = files.get(index.get(name[:-3], name) if name in ("latest.pt", "best.pt") else name, {})
+        meta = entries.get(index.get(name[:-3], name) if name in ("latest.pt", "best.pt") else name, {})
         tags = tuple(t for t in ("latest", "best") if index.get(t) == name or name == f"{t}.pt")
         eval_mean = None
         try:
-            eval_mean = float(json.loads(eval_result_path(path).read_text())["mean"])
+            result = eval_result_path(path)
+            if not files.outside(run_dir, result.name):
+                eval_mean = float(json.loads(files.read_bounded(result, files.SIDE_FILE_LIMIT))["mean"])
         except (OSError, ValueError, KeyError, TypeError):
             pass
         infos.append(CheckpointInfo(path, int(meta.get("step", -1)), stat.st_mtime, stat.st_size,
@@ -362,11 +513,13 @@ def load_usable(target: str | Path) -> tuple[Path, dict[str, Any], list[str]]:
     return path, payload, [target.name] + [name for name in skipped if name != target.name]
 
 
-_STALE_TEMP = re.compile(r"^\.(step_\d+|latest|best)\.pt\..+\.(tmp|link)$")
+# atomic_write_bytes' and link_or_copy's temp names for every file of a run directory
+_STALE_TEMP = re.compile(r"^\.((step_\d+|latest|best)\.(pt|eval\.json)|index\.json|config\.toml|metrics\.jsonl"
+                         r"|write-probe)\..+\.(tmp|link)$")
 
 
 def remove_stale_temp(run_dir: str | Path) -> list[Path]:
-    """Delete checkpoint temp files that a killed process left half written (call before training)."""
+    """Delete temp files that a killed process left half written (call before training)."""
     removed = []
     for path in Path(run_dir).iterdir():
         if _STALE_TEMP.match(path.name):

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from a2c_tui.config import EVAL_SEED
+from a2c_tui import files
 
 DEFAULT_CONFIG = "configs/space_invaders.toml"
 
@@ -103,10 +104,11 @@ def load_config(args):
 
 def main(argv: list[str] | None = None) -> int:
     from a2c_tui.config import ConfigError
+    from a2c_tui.files import RefusedFile
     from a2c_tui.protocol import ProtocolError
     from a2c_tui.service import ServiceError
 
-    errors: tuple[type[Exception], ...] = (UsageError, ConfigError, ServiceError, ProtocolError)
+    errors: tuple[type[Exception], ...] = (UsageError, ConfigError, RefusedFile, ServiceError, ProtocolError)
     try:
         args = build_parser().parse_args(argv)
         if args.command == "ls":
@@ -472,11 +474,10 @@ def cmd_eval(args) -> int:
     from a2c_tui.evaluate import evaluate
     from a2c_tui.trainer import config_from_payload, resolve_device, resolve_resume
 
-    if args.episodes < 1:
-        raise UsageError(f"--episodes {args.episodes} is not allowed: must be >= 1")
-    if args.envs < 1:
-        raise UsageError(f"--envs {args.envs} is not allowed: must be >= 1")
-    _, path = resolve_resume(args.checkpoint)
+    _need(args.episodes >= 1, "--episodes", args.episodes, ">= 1")
+    _need(args.envs >= 1, "--envs", args.envs, ">= 1")
+    _need_seed(args.seed)
+    run_dir, path = resolve_resume(args.checkpoint)
     payload = ckpt.load(path)
     config = config_from_payload(payload, path)
     from a2c_tui.envs import make_envs
@@ -486,6 +487,12 @@ def cmd_eval(args) -> int:
         ckpt.check_compatible(payload, config.env.id, probe.n_actions, probe.observation_shape, path)
     finally:
         probe.close()
+    # Everything that is written after the games is checked before them: a result is never lost.
+    saved_beside = run_dir.joinpath("index.json").exists()
+    if saved_beside:
+        files.check_writable(run_dir)
+    if args.json:
+        _check_json_target(Path(args.json), run_dir)
     device = resolve_device(args.device)
     bar = _EvalBar(args.episodes)
     with bar:
@@ -497,10 +504,40 @@ def cmd_eval(args) -> int:
           f"median {result['median']:.1f}, min {result['min']:.0f}, max {result['max']:.0f}, "
           f"mean length {result['mean_length']:.0f} steps ({'greedy' if args.greedy else 'sampled'} actions)")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
-    if path.parent.joinpath("index.json").exists():
+        ckpt.atomic_write_bytes(Path(args.json), (json.dumps(result, indent=1) + "\n").encode())
+    if saved_beside:
         ckpt.record_evaluation(path, result)
     return 0
+
+
+def _need(ok: bool, option: str, value, allowed: str) -> None:
+    if not ok:
+        raise UsageError(f"{option} {value} is not allowed: must be {allowed}")
+
+
+def _need_seed(seed: int) -> None:
+    # ALE takes signed 32-bit seeds and env i of an evaluation gets seed + i (as run.seed).
+    _need(0 <= seed <= 2**30, "--seed", seed, "an integer from 0 to 2**30")
+
+
+def _check_json_target(target: Path, run_dir: Path) -> None:
+    """--json must name a file that can be written and that is not one of the run's own."""
+    from a2c_tui.checkpoints import RUN_FILES
+
+    if target.is_dir():
+        raise UsageError(f"--json {target} is not allowed: it is a directory")
+    if not target.parent.is_dir():
+        raise UsageError(f"--json {target} is not allowed: {target.parent} is not a directory")
+    resolved = target.resolve()
+    if resolved.suffix == ".pt":
+        raise UsageError(f"--json {target} is not allowed: it names a checkpoint")
+    if resolved.is_relative_to(run_dir.resolve()) and (
+            resolved.exists() or resolved.name in RUN_FILES or resolved.name.endswith(".eval.json")):
+        raise UsageError(f"--json {target} is not allowed: it would overwrite a file of the run directory")
+    try:
+        files.check_writable(target.parent)
+    except files.RefusedFile as e:
+        raise UsageError(f"--json {target} is not allowed: {e}") from None
 
 
 def cmd_record(args) -> int:
@@ -509,16 +546,12 @@ def cmd_record(args) -> int:
     from a2c_tui.record import record_checkpoint
     from a2c_tui.trainer import resolve_device
 
-    if args.games < 1:
-        raise UsageError(f"--games {args.games} is not allowed: must be >= 1")
+    _need(args.games >= 1, "--games", args.games, ">= 1")
+    _need_seed(args.seed)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {args.out} is not allowed: it is a file, not a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"--out {args.out} is not allowed: {e.strerror or e}") from None
-    device = resolve_device(args.device)
+    device = resolve_device(args.device)  # --out is made once the checkpoint is accepted
     torch.manual_seed(args.seed)  # sampled actions: the same seed gives the same videos
     # One game = batches of one: a second torch thread only adds waiting (6x slower on a busy 2-core
     # machine) and takes the core that the emulator and ffmpeg use.

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from a2c_tui import files
+
 
 FLOAT32_TINY = 2.0**-126  # the smallest normal float32
 
@@ -133,6 +135,11 @@ def _check_range(key: str, value: Any) -> None:
             need(0 <= value <= 1024, "an integer from 0 to 1024 (0 = automatic)")
         case "run.out_dir":
             need(bool(value) and "\x00" not in value, "a non-empty path (no NUL character)")
+            # A byte that is not UTF-8 comes from the command line as a lone surrogate: no file
+            # name, TOML file or terminal line can hold it.
+            need(not any(0xD800 <= ord(c) <= 0xDFFF for c in value), "valid UTF-8 text")
+            need(all(len(part.encode()) <= 255 for part in value.split("/")) and len(value.encode()) < 4096,
+                 "a path whose names are at most 255 bytes each (4095 in all)")
         case "env.id":
             from a2c_tui.envs import check_env_id  # late import: envs pulls in ale_py
 
@@ -172,7 +179,11 @@ def _coerce(key: str, typ: type, value: Any) -> Any:
     """Check the type of one value (ints are accepted for floats); raise ConfigError."""
     names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # hundreds of digits
+            raise ConfigError(f"{key} = <a number of {len(str(value))} digits> is not allowed: must be a finite "
+                              f"number") from None
     if type(value) is not typ:
         raise not_allowed(key, value, f"must be {names[typ]}")
     return value
@@ -221,7 +232,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"--set {echo(text)} is not allowed: must look like section.key=value")
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
+    except ValueError:  # TOMLDecodeError, or an integer of more than 4300 digits
         value = raw  # a bare word such as SpaceInvaders or cpu
     return key, value
 
@@ -246,12 +257,14 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
     if path is not None:
         path = Path(path)
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(files.read_bounded(path, files.CONFIG_LIMIT, "config file").decode())
         except FileNotFoundError:
             raise ConfigError(f"config file {str(path)!r} does not exist") from None
+        except files.RefusedFile as e:
+            raise ConfigError(str(e)) from None
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"config file {str(path)!r} cannot be read: {e}") from None
-        except tomllib.TOMLDecodeError as e:
+        except ValueError as e:  # TOMLDecodeError, or an integer of more than 4300 digits
             raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
     return from_dict(data, dict(parse_override(o) for o in overrides))
 
@@ -260,8 +273,16 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return '"' + "".join(_toml_char(c) for c in value) + '"'
     return repr(value)
+
+
+def _toml_char(c: str) -> str:
+    """One character inside a TOML basic string. Every control character is escaped: a raw
+    newline would end the string and start a line of someone else's choosing."""
+    if ord(c) < 0x20 or ord(c) == 0x7F:
+        return f"\\u{ord(c):04x}"
+    return "\\" + c if c in '"\\' else c
 
 
 def to_toml(config: Config) -> str:

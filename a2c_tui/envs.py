@@ -31,6 +31,9 @@ def atari_rom(env_id: str) -> str | None:
     -> 'space_invaders'; None if it names no ALE game."""
     from ale_py import roms
 
+    spec = gym.registry.get(env_id)
+    if spec is not None and not str(spec.entry_point).startswith("ale_py"):
+        return None  # a full gymnasium id means gymnasium's env (Blackjack-v1 is not the Atari Blackjack)
     name = env_id.removeprefix("ALE/")
     name = re.sub(r"(NoFrameskip)?-v\d+$", "", name)
     rom = _snake(name)

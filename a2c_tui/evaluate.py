@@ -17,9 +17,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from a2c_tui.config import EVAL_SEED, Config
+from a2c_tui import memory
+from a2c_tui.config import EVAL_SEED, Config, ConfigError
 from a2c_tui.envs import make_envs
 from a2c_tui.model import ActorCritic, choose_actions
+
+
+MAX_ENVS = 1024  # env.num_envs' limit: ALE's vector env is not made for more
 
 
 class Cancelled(Exception):
@@ -61,7 +65,10 @@ def evaluate(config: Config, weights: dict[str, torch.Tensor], episodes: int = 1
     if episodes < 1 or num_envs < 1:
         raise ValueError("episodes and envs must be >= 1")
     num_envs = min(num_envs, episodes)
+    if num_envs > MAX_ENVS:
+        raise ConfigError(f"an evaluation on {num_envs:,} envs is not allowed: at most {MAX_ENVS} (as env.num_envs)")
     env = config.env
+    memory.check_evaluation(env.id, num_envs)
     envs = make_envs(env.id, num_envs, seed=seed, num_threads=env.num_threads, noop_max=env.noop_max,
                      max_episode_frames=env.max_episode_frames, clip_rewards=False, life_loss=False)
     try:

@@ -8,6 +8,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from a2c_tui import files
+
 
 class ScoreWindow:
     """The last `size` finished whole games: raw scores and lengths."""
@@ -49,13 +51,17 @@ class MetricsSink:
     """Appends one JSON object per record to metrics.jsonl and mirrors numbers to TensorBoard."""
 
     def __init__(self, run_dir: Path, tensorboard: bool = True):
-        self.path = Path(run_dir) / "metrics.jsonl"
-        self._file = open(self.path, "a", buffering=1)
+        self.path = files.inside(run_dir, "metrics.jsonl")
+        self._file = files.open_append(self.path)
         self._writer = None
         if tensorboard:
             from tensorboardX import SummaryWriter
 
-            self._writer = SummaryWriter(str(Path(run_dir) / "tb"), flush_secs=30, max_queue=1000)
+            tb = files.inside(run_dir, "tb")
+            if tb.is_symlink() or (tb.exists() and not tb.is_dir()):
+                self._file.close()
+                raise files.RefusedFile(f"{str(tb)!r} is not a directory of this run; it is not written into")
+            self._writer = SummaryWriter(str(tb), flush_secs=30, max_queue=1000)
 
     def write(self, record: dict[str, Any]) -> None:
         """Raises OSError when a line cannot be written (disk full); the caller reports it."""
@@ -108,15 +114,19 @@ _NO_TENSORBOARD = _NoTensorBoard()
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Records of a metrics.jsonl; a torn last line (crash mid-write) is skipped."""
+    """Records of a metrics.jsonl; a torn last line (crash mid-write), or a line that is not a
+    record with an integer step, is skipped."""
     records = []
     try:
-        with open(path) as f:
-            for line in f:
-                try:
-                    records.append(json.loads(line))
-                except ValueError:
-                    continue
+        lines = files.read_bounded(path, files.SIDE_FILE_LIMIT, "metrics").splitlines()
     except FileNotFoundError:
-        pass
+        return records
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        # every record written has an integer step (a resume truncates by it)
+        if isinstance(record, dict) and type(record.get("step")) is int:
+            records.append(record)
     return records

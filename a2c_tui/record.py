@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from a2c_tui import checkpoints as ckpt
-from a2c_tui.config import Config
+from a2c_tui import files
+from a2c_tui.config import Config, ConfigError
 from a2c_tui.envs import atari_rom
 from a2c_tui.evaluate import Cancelled
 from a2c_tui.frames import FrameSource
@@ -248,7 +249,11 @@ def record(config: Config, weights: dict[str, torch.Tensor], out_dir: str | Path
     model.load_state_dict(weights)
     model.to(device).eval()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"videos directory {str(out_dir)!r} cannot be made ({e.strerror or e})") from None
+    files.check_writable(out_dir)
     rng = np.random.default_rng(seed)
     height, width = game.screen().shape[:2]
     recorded: list[RecordedGame] = []

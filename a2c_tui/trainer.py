@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from a2c_tui import checkpoints as ckpt
+from a2c_tui import files, memory
 from a2c_tui.a2c import NonFiniteError, make_optimizer, scheduled_lr, update
 from a2c_tui.config import LIVE_KEYS, Config, ConfigError, check_resume_overrides, check_value, to_toml
 from a2c_tui.envs import is_atari, make_envs
@@ -52,7 +53,7 @@ def choose_threads(config: Config, device: torch.device) -> int:
 
 
 def new_run_dir(config: Config) -> Path:
-    base = Path(config.run.out_dir)
+    base = Path(config.run.out_dir).expanduser()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = base / f"{config.run.name}-{stamp}"
     suffix = 1
@@ -63,11 +64,14 @@ def new_run_dir(config: Config) -> Path:
 
 
 def resolve_resume(target: str | Path) -> tuple[Path, Path]:
-    """A run directory (its newest valid checkpoint) or a checkpoint file -> (run_dir, checkpoint path)."""
+    """A run directory (its newest valid checkpoint) or a checkpoint file -> (run_dir, checkpoint path).
+    Every command that opens a run directory comes here: one whose files point outside it is refused."""
     target = Path(target)
+    run_dir = target if target.is_dir() else target.parent
+    ckpt.check_run_dir(run_dir)
     if target.is_dir():
         return target, ckpt.newest_valid(target) or target / "latest.pt"
-    return target.parent, target
+    return run_dir, target
 
 
 class Trainer:
@@ -80,13 +84,19 @@ class Trainer:
         payload = None
         self._resume_note = ""
         if resume is not None:
+            target = Path(resume)
+            ckpt.check_run_dir(target if target.is_dir() else target.parent)  # nothing in it may point outside
             path, payload, skipped = ckpt.load_usable(resume)
             run_dir = path.parent
-            config = config_from_payload(payload, path)
+            # The run lives where it was found, whatever out_dir the checkpoint names (a new run
+            # started from the app goes beside it).
+            config = config_from_payload(payload, path).replace(**{"run.out_dir": str(run_dir.parent)})
             self._resume_note = f" from {path.name}{_skipped_note(skipped)}"
             if resume_overrides:
                 config = config.replace(**check_resume_overrides(resume_overrides))
+            files.check_writable(run_dir)
         self.config = config
+        memory.check_run(config)
         self.device = resolve_device(config.run.device)
         torch.set_num_threads(choose_threads(config, self.device))
         torch.manual_seed(config.run.seed)
