@@ -96,17 +96,34 @@ def main(argv: list[str] | None = None) -> int:
         config, resume_overrides = load_config(args)
         if args.command == "train" and args.headless:
             return cmd_train_headless(args, config, resume_overrides)
+        if os.environ.get("WORLD_SIZE", "1") != "1":
+            raise UsageError("torchrun starts ranks of a headless run: use `train --headless`")
         from a2c_tui.tui.app import run_app
 
         return run_app(config, resume=args.resume, paused=args.paused, resume_overrides=resume_overrides)
     except (UsageError, ConfigError, CheckpointError) as e:
+        if os.environ.get("RANK", "0") != "0":
+            return 2  # rank 0 has the same error and says it (every rank got the same input)
         return _fail(str(e))
 
 
 def cmd_train_headless(args, config, resume_overrides=None) -> int:
-    from a2c_tui.trainer import Event, Snapshot, State, Trainer
+    from a2c_tui import distributed
+
+    try:
+        return _train_headless(args, config, resume_overrides)
+    except distributed.RankFailure as e:
+        return _fail(str(e), code=1)
+    finally:
+        distributed.leave()
+
+
+def _train_headless(args, config, resume_overrides) -> int:
+    from a2c_tui.trainer import State, Trainer
 
     trainer = Trainer(config, resume=args.resume, resume_overrides=resume_overrides)
+    if not trainer.is_rank0:
+        return _follow(trainer)
     report = _Reporter(trainer)
     trainer.subscribe(report)
 
@@ -121,6 +138,9 @@ def cmd_train_headless(args, config, resume_overrides=None) -> int:
         signal.signal(sig, on_signal)
     with survive_lost_terminal():
         print(f"run directory: {trainer.run_dir}", flush=True)
+        if trainer.world_size > 1:
+            print(f"{trainer.world_size} ranks x {trainer.config.env.num_envs} envs = "
+                  f"{trainer.world_size * trainer.config.env.num_envs} envs", flush=True)
     with report:
         state = trainer.run()
     with survive_lost_terminal():
@@ -128,6 +148,22 @@ def cmd_train_headless(args, config, resume_overrides=None) -> int:
               f"{trainer.scores.mean_score():.1f} over {trainer.scores.games} games; run directory {trainer.run_dir}",
               flush=True)
     return 1 if state == State.ERROR else 0
+
+
+def _follow(trainer) -> int:
+    """A rank other than 0: it trains as rank 0 says and speaks only of its own errors."""
+    from a2c_tui.trainer import Event, State
+
+    def errors(item) -> None:
+        if isinstance(item, Event) and item.level == "error":
+            with survive_lost_terminal():
+                print(f"a2c-tui: rank {trainer.rank}: {item.text}", file=sys.stderr, flush=True)
+
+    trainer.subscribe(errors)
+    # A signal here is a stop asked of the whole run: it goes to rank 0 at the next update boundary.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: trainer.stop())
+    return 1 if trainer.run() == State.ERROR else 0
 
 
 @contextlib.contextmanager
@@ -161,7 +197,10 @@ class _Reporter:
                                      TextColumn("{task.fields[sps]:,.0f} steps/s"), TimeRemainingColumn(),
                                      TextColumn("score {task.fields[score]}"))
             self.progress.start()
-            self.task = self.progress.add_task(self.trainer.config.run.name, total=self.trainer.config.run.total_steps,
+            name = self.trainer.config.run.name
+            if self.trainer.world_size > 1:
+                name += f" ({self.trainer.world_size * self.trainer.config.env.num_envs} envs on {self.trainer.world_size} ranks)"
+            self.task = self.progress.add_task(name, total=self.trainer.config.run.total_steps,
                                                completed=self.trainer.step, sps=0.0, score="-")
         return self
 
