@@ -192,6 +192,7 @@ class Trainer:
         if self.is_rank0:
             (self.run_dir / "config.toml").write_text(to_toml(config))
         self._unsent_games: list[tuple[float, int]] | None = None  # games this rank finished since the last exchange
+        self._job_lost = False
         self._loads = self._loads_shared = 0  # loads on rank 0; every rank takes its state when they differ
         if self.group is not None:
             self._unsent_games = []
@@ -439,6 +440,7 @@ class Trainer:
             self.group.note_failure(message)
         with self._lock:
             self._state = State.ERROR
+            self._job_lost = True  # a stop that comes after (torchrun's SIGTERM) must not hide the failure
         self._event("error", message)
         if self.is_rank0 and self.step != self.last_checkpoint_step:
             self._save_checkpoint(reason="a rank failed")
@@ -589,7 +591,7 @@ class Trainer:
     def _stop_now(self) -> Path | None:
         with self._lock:
             was = self._state
-            if was in (State.STOPPED, State.FINISHED):
+            if was in (State.STOPPED, State.FINISHED) or self._job_lost:
                 return None
             self._state = State.STOPPED
         path = self._save_checkpoint(reason="stop") if self.step > 0 and was != State.ERROR else None
