@@ -26,7 +26,7 @@ import torch
 from a2c_tui import checkpoints as ckpt
 from a2c_tui import distributed
 from a2c_tui.a2c import NonFiniteError, make_optimizer, scheduled_lr, update
-from a2c_tui.config import LIVE_KEYS, Config, ConfigError, check_resume_overrides, check_value, to_toml
+from a2c_tui.config import LIVE_KEYS, Config, ConfigError, check_resume_overrides, check_value, from_dict, to_toml
 from a2c_tui.envs import is_atari, make_envs
 from a2c_tui.metrics import NO_METRICS, MetricsSink, ScoreWindow, read_jsonl
 from a2c_tui.model import ActorCritic, act
@@ -148,8 +148,6 @@ class Trainer:
             if resume_overrides:
                 config = config.replace(**check_resume_overrides(resume_overrides))
         if self.group is not None:
-            from a2c_tui.config import from_dict
-
             config = from_dict(self._from_rank0(config.to_dict()))
         self.config = config
         self.device = resolve_device(config.run.device)
@@ -673,8 +671,6 @@ class Trainer:
 
 
 def config_from_payload(payload: dict[str, Any], path: str | Path = "checkpoint") -> Config:
-    from a2c_tui.config import from_dict
-
     try:
         return from_dict(payload["config"])
     except (KeyError, ConfigError) as e:
