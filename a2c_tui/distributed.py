@@ -15,6 +15,7 @@ raises `RankFailure`, whose message names the rank that went away.
 from __future__ import annotations
 
 import io
+import math
 import os
 import threading
 import time
@@ -66,12 +67,24 @@ class Group:
     work) and the few collectives the trainer needs."""
 
     def __init__(self):
+        from a2c_tui.config import ConfigError
+
         env = os.environ
-        self.rank = int(env["RANK"])
-        self.world_size = int(env["WORLD_SIZE"])
-        self.local_rank = int(env.get("LOCAL_RANK", self.rank))
-        self.local_world_size = int(env.get("LOCAL_WORLD_SIZE", self.world_size))
-        timeout = float(env.get("A2C_TUI_COLLECTIVE_TIMEOUT", DEFAULT_TIMEOUT))
+        try:
+            self.rank = int(env["RANK"])
+            self.world_size = int(env["WORLD_SIZE"])
+            self.local_rank = int(env.get("LOCAL_RANK", self.rank))
+            self.local_world_size = int(env.get("LOCAL_WORLD_SIZE", self.world_size))
+        except (KeyError, ValueError):
+            raise ConfigError(f"WORLD_SIZE={env.get('WORLD_SIZE')!r} needs RANK (and LOCAL_RANK, LOCAL_WORLD_SIZE) "
+                              f"as integers, as torchrun sets them; RANK={env.get('RANK')!r}") from None
+        try:
+            timeout = float(env.get("A2C_TUI_COLLECTIVE_TIMEOUT", DEFAULT_TIMEOUT))
+        except ValueError:
+            timeout = math.nan
+        if not 0 < timeout < 10**7:
+            raise ConfigError(f"A2C_TUI_COLLECTIVE_TIMEOUT={env['A2C_TUI_COLLECTIVE_TIMEOUT']!r} is not allowed: "
+                              f"must be seconds, > 0")
         # Commands, games and shared state are small CPU tensors (gloo); on GPUs the gradients
         # go through NCCL. One process group serves both.
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"

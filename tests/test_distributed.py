@@ -115,11 +115,14 @@ def scenario(rank: int, out: str, resume: str) -> dict:
         trainer.pause()
         time.sleep(1.0)  # the update in flight ends; rank 1 would run ahead here if it did not follow
         report["paused_at"] = trainer.updates
-        trainer.set_hparams(entropy_coef=0.05).result(timeout=30)  # the loop is alive, and idle
+        report["games_at_pause"] = (trainer.scores.games, len(local_games))
+        trainer.weights().result(timeout=30)  # the loop is alive, and idle
         time.sleep(0.5)
         report["still_paused_at"] = trainer.updates
+        trainer.load(resume).result(timeout=60)  # back to update 3, on every rank
+        trainer.set_hparams(entropy_coef=0.05).result(timeout=30)
         trainer.resume()
-        wait_for(lambda: trainer.updates >= report["paused_at"] + 5)
+        wait_for(lambda: trainer.updates >= 3 + 5)
         trainer.stop().result(timeout=60)
         trainer.close(timeout=60)
     else:
@@ -128,7 +131,7 @@ def scenario(rank: int, out: str, resume: str) -> dict:
         def watch():  # while paused no update runs: the count read after the state is the paused one
             while not done.wait(0.002):
                 if trainer.state == State.PAUSED:
-                    paused.append(trainer.updates)
+                    paused.append((trainer.updates, (trainer.scores.games, len(local_games))))
                     return
 
         watcher = threading.Thread(target=watch)
@@ -136,9 +139,9 @@ def scenario(rank: int, out: str, resume: str) -> dict:
         trainer.run()
         done.set()
         watcher.join()
-        report["paused_at"] = paused[0] if paused else None
+        report["paused_at"], report["games_at_pause"] = paused[0] if paused else (None, None)
     report.update(final_state=trainer.state, updates=trainer.updates, step=trainer.step, weights=digest(trainer.model),
-                  hparams=dict(trainer.hparams), games=trainer.scores.games, local_games=len(local_games),
+                  hparams=dict(trainer.hparams), games=trainer.scores.games,
                   window=list(trainer.scores.scores), run_dir=str(trainer.run_dir))
     return report
 
@@ -229,24 +232,25 @@ def test_pause_on_rank0_stops_both_ranks_at_the_same_update(two_ranks):
     r0, r1 = two_ranks["reports"][0], two_ranks["reports"][1]
     assert r0["paused_at"] == r0["still_paused_at"] == r1["paused_at"]
     assert r0["final_state"] == r1["final_state"] == State.STOPPED
-    assert r0["updates"] == r1["updates"] >= r0["paused_at"] + 5
-    # the edit made on rank 0 while paused reached rank 1
+    assert r0["updates"] == r1["updates"] >= 3 + 5  # the load on rank 0 took both back to update 3
+    # the edit made on rank 0 while paused (after the load) reached rank 1
     assert r0["hparams"] == r1["hparams"] and r1["hparams"]["entropy_coef"] == 0.05
 
 
 def test_weights_stay_bitwise_equal_and_steps_count_every_rank(two_ranks):
     r0, r1 = two_ranks["reports"][0], two_ranks["reports"][1]
-    assert r0["weights"] == r1["weights"]
+    assert r0["weights"] == r1["weights"]  # after updates, a load on rank 0 and more updates
     assert r0["weights"] != two_ranks["checkpoint_weights"]
     assert r0["step"] == r1["step"] == 3 * 40 + (r0["updates"] - 3) * 2 * 40
 
 
 def test_every_ranks_games_reach_the_window(two_ranks):
     r0, r1 = two_ranks["reports"][0], two_ranks["reports"][1]
-    assert r0["local_games"] > 0 and r1["local_games"] > 0
-    # the window holds both ranks' games, on both ranks
-    assert r0["games"] == r1["games"] == r0["games_at_resume"] + r0["local_games"] + r1["local_games"]
-    assert r0["window"] == r1["window"]
+    (games0, local0), (games1, local1) = r0["games_at_pause"], r1["games_at_pause"]
+    assert local0 > 0 and local1 > 0
+    # at the pause the window holds both ranks' games, on both ranks
+    assert games0 == games1 == r0["games_at_resume"] + local0 + local1
+    assert r0["games"] == r1["games"] and r0["window"] == r1["window"]
 
 
 def test_rank0_alone_writes_the_run_directory_and_its_checkpoint_resumes_on_one_process(two_ranks):
