@@ -321,3 +321,18 @@ def test_torchrun_smoke_run_writes_one_run_directory_whose_checkpoint_evaluates(
     ev = run_cli("eval", str(run_dir / "latest.pt"), "--episodes", "1", "--envs", "1", cwd=tmp_path, timeout=300)
     assert ev.returncode == 0, ev.stderr[-2000:]
     assert "1 games" in ev.stdout
+
+
+def test_what_cannot_run_on_several_ranks_is_refused_in_one_line(tmp_path):
+    smoke = ["--config", str(CONFIGS / "smoke.toml"), "--set", f"run.out_dir={str(tmp_path / 'runs')!r}"]
+    world = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
+    app = subprocess.run([sys.executable, "-m", "a2c_tui", *smoke], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300, env={**os.environ, **world})
+    timeout = subprocess.run([sys.executable, "-m", "a2c_tui", "train", "--headless", *smoke], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300,
+                             env={**os.environ, **world, "A2C_TUI_COLLECTIVE_TIMEOUT": "soon"})
+    for result, says in ((app, "use `train --headless`"), (timeout, "A2C_TUI_COLLECTIVE_TIMEOUT='soon' is not allowed")):
+        assert result.returncode == 2
+        assert result.stderr.startswith("a2c-tui: error: ") and says in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "runs").exists()
