@@ -139,8 +139,8 @@ def _train_headless(args, config, resume_overrides) -> int:
     with survive_lost_terminal():
         print(f"run directory: {trainer.run_dir}", flush=True)
         if trainer.world_size > 1:
-            print(f"{trainer.world_size} ranks x {trainer.config.env.num_envs} envs = "
-                  f"{trainer.world_size * trainer.config.env.num_envs} envs", flush=True)
+            print(f"{trainer.world_size} ranks x {trainer.config.env.num_envs} envs = {trainer.total_envs} envs",
+                  flush=True)
     with report:
         state = trainer.run()
     with survive_lost_terminal():
@@ -199,7 +199,7 @@ class _Reporter:
             self.progress.start()
             name = self.trainer.config.run.name
             if self.trainer.world_size > 1:
-                name += f" ({self.trainer.world_size * self.trainer.config.env.num_envs} envs on {self.trainer.world_size} ranks)"
+                name += f" ({self.trainer.total_envs} envs on {self.trainer.world_size} ranks)"
             self.task = self.progress.add_task(name, total=self.trainer.config.run.total_steps,
                                                completed=self.trainer.step, sps=0.0, score="-")
         return self

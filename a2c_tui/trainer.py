@@ -575,6 +575,11 @@ class Trainer:
     def state(self) -> State:
         return self._state
 
+    @property
+    def total_envs(self) -> int:
+        """Every rank's envs: env.num_envs is per rank."""
+        return self.world_size * self.config.env.num_envs
+
     def pause(self) -> bool:
         return self._set_state(State.PAUSED, (State.RUNNING,), "paused")
 
