@@ -100,6 +100,7 @@ def scenario(rank: int, out: str, resume: str) -> dict:
     trainer = Trainer(config, resume=resume, tensorboard=False)
     report["resumed"] = (trainer.step, trainer.updates, digest(trainer.model))
     report["games_at_resume"] = trainer.scores.games
+    report["env_seed"] = trainer.envs._seed  # env i plays seed + i
     local_games = []
     envs_step = trainer.envs.step
 
@@ -226,6 +227,18 @@ def test_a_nan_on_one_rank_skips_the_update_on_every_rank(two_ranks):
 def test_one_process_checkpoint_resumes_on_two_ranks(two_ranks):
     for rank in (0, 1):
         assert two_ranks["reports"][rank]["resumed"] == (3 * 8 * 5, 3, two_ranks["checkpoint_weights"])
+    # each rank's 8 envs play other games: rank 1's follow rank 0's, as in one process of 16 envs
+    assert two_ranks["reports"][1]["env_seed"] == two_ranks["reports"][0]["env_seed"] + 8
+
+
+def test_ranks_on_a_node_share_its_cores():
+    from a2c_tui.trainer import choose_threads
+
+    smoke = load_config("smoke", Path("unused"))
+    cores = os.cpu_count() or 1
+    assert choose_threads(smoke, torch.device("cpu"), ranks_per_node=1) == cores
+    assert choose_threads(smoke, torch.device("cpu"), ranks_per_node=2) == max(1, cores // 2)
+    assert choose_threads(smoke.replace(**{"run.torch_threads": 3}), torch.device("cpu"), ranks_per_node=2) == 3
 
 
 def test_pause_on_rank0_stops_both_ranks_at_the_same_update(two_ranks):
