@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -101,13 +102,18 @@ class NonFiniteError(RuntimeError):
 
 def update(model: nn.Module, optimizer: torch.optim.Optimizer, obs: torch.Tensor, actions: torch.Tensor,
            value_targets: torch.Tensor, lr: float, value_coef: float, entropy_coef: float,
-           max_grad_norm: float) -> dict[str, float]:
+           max_grad_norm: float,
+           average_gradients: Callable[[list[nn.Parameter], torch.Tensor], None] | None = None) -> dict[str, float]:
     """One gradient step on a flattened batch. Raises NonFiniteError if the loss or the
-    gradient norm is not finite (weights untouched) or the step left the weights non-finite."""
+    gradient norm is not finite (weights untouched) or the step left the weights non-finite.
+    `average_gradients(parameters, loss)` (several ranks) makes the gradients the mean of every rank's."""
     logits, values = model(obs)
     losses = a2c_loss(logits, values, actions, value_targets, value_coef, entropy_coef)
     optimizer.zero_grad(set_to_none=True)
     losses.total.backward()
+    if average_gradients is not None:
+        # Before the clip: the clip and the reported norm are the averaged gradient's.
+        average_gradients(list(model.parameters()), losses.total.detach())
     # The norm before clipping is what we report; clip_grad_norm_ returns it.
     grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm))
     total = float(losses.total.detach())

@@ -130,8 +130,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_service(args, config, resume_overrides)
         if args.command == "train" and args.headless:
             return cmd_train_headless(args, config, resume_overrides)
+        if os.environ.get("WORLD_SIZE", "1") != "1":
+            raise UsageError("torchrun starts ranks of a headless run: use `train --headless`")
         return cmd_app(args)
     except errors as e:
+        if os.environ.get("RANK", "0") != "0":
+            return 2  # rank 0 has the same error and says it (every rank got the same input)
         return _fail(str(e))
 
 
@@ -258,6 +262,17 @@ def _log_events(item) -> None:
 
 
 def cmd_train_headless(args, config, resume_overrides=None) -> int:
+    from a2c_tui import distributed
+
+    try:
+        return _train_headless(args, config, resume_overrides)
+    except distributed.RankFailure as e:
+        return _fail(str(e), code=1)
+    finally:
+        distributed.leave()
+
+
+def _train_headless(args, config, resume_overrides) -> int:
     """The run's service in the foreground (nohup, CI, schedulers), attachable like any run. Only the
     reporter's own thread writes stdout and stderr: a pipe nobody reads never blocks training."""
     import threading
@@ -284,7 +299,11 @@ def cmd_train_headless(args, config, resume_overrides=None) -> int:
     try:
         handle, lock = open_run(config, args.resume, resume_overrides)
         trainer = handle.trainer
+        if not trainer.is_rank0:  # rank 0 owns the run directory, the socket and the output
+            return _follow(trainer)
         report.say(f"run directory: {trainer.run_dir}")
+        if trainer.world_size > 1:
+            report.say(f"{trainer.world_size} ranks x {trainer.config.env.num_envs} envs = {trainer.total_envs} envs")
         started_at = trainer.step
         if not signals:
             with report.progress_of(trainer):
@@ -312,6 +331,22 @@ def cmd_train_headless(args, config, resume_overrides=None) -> int:
             if handler is not None:  # None: not installed from Python, nothing to put back
                 signal.signal(sig, handler)
         report.close()
+
+
+def _follow(trainer) -> int:
+    """A rank other than 0: it trains as rank 0 says and speaks only of its own errors."""
+    from a2c_tui.protocol import Event, State
+
+    def errors(item) -> None:
+        if isinstance(item, Event) and item.level == "error":
+            with survive_lost_terminal():
+                print(f"a2c-tui: rank {trainer.rank}: {item.text}", file=sys.stderr, flush=True)
+
+    trainer.subscribe(errors)
+    # A signal here is a stop asked of the whole run: it goes to rank 0 at the next update boundary.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: trainer.stop())
+    return 1 if trainer.run() == State.ERROR else 0
 
 
 @contextlib.contextmanager
@@ -393,7 +428,10 @@ class _Reporter:
     def progress_of(self, trainer):
         """Report the trainer's events and snapshots while it runs."""
         if self.tty:
-            self._bar = (trainer.config.run.name, trainer.config.run.total_steps, trainer.step)
+            name = trainer.config.run.name
+            if trainer.world_size > 1:
+                name += f" ({trainer.total_envs} envs on {trainer.world_size} ranks)"
+            self._bar = (name, trainer.config.run.total_steps, trainer.step)
         trainer.subscribe(self)
         try:
             yield

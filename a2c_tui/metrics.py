@@ -113,6 +113,22 @@ class _NoTensorBoard:
 _NO_TENSORBOARD = _NoTensorBoard()
 
 
+class _NoMetrics:
+    """The sink of a rank other than 0: rank 0 writes the run's records."""
+
+    def write(self, record: dict[str, Any]) -> None:
+        pass
+
+    def text(self, tag: str, message: str, step: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+NO_METRICS = _NoMetrics()
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Records of a metrics.jsonl; a torn last line (crash mid-write), or a line that is not a
     record with an integer step, is skipped."""

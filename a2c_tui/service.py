@@ -676,12 +676,15 @@ def serve(handle: Any, *, paused: bool = False, stop_requested: threading.Event 
 
 
 def open_run(config: Any, resume: str | None = None, resume_overrides: dict[str, Any] | None = None
-             ) -> tuple[Any, RunLock]:
+             ) -> tuple[Any, RunLock | None]:
     """Build the run's trainer with the run's lock held: a resumed run is locked before anything in
-    it is touched; a second writer gets a ConfigError that says how to attach."""
+    it is touched; a second writer gets a ConfigError that says how to attach. Under torchrun only
+    rank 0 (the run's writer) locks: the lock is None on the other ranks."""
     from a2c_tui.handle import LocalHandle
 
     lock = None
+    if os.environ.get("RANK", "0") != "0":
+        return LocalHandle.create(config, resume, resume_overrides), None
     if resume is not None:
         target = Path(resume)
         run_dir = target if target.is_dir() else target.parent

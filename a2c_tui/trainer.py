@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from a2c_tui import checkpoints as ckpt
-from a2c_tui import files, memory
+from a2c_tui import distributed, files, memory
 from a2c_tui.a2c import NonFiniteError, make_optimizer, scheduled_lr, update
-from a2c_tui.config import LIVE_KEYS, Config, ConfigError, check_resume_overrides, check_value, to_toml
+from a2c_tui.config import LIVE_KEYS, Config, ConfigError, check_resume_overrides, check_value, from_dict, to_toml
 from a2c_tui.envs import is_atari, make_envs
-from a2c_tui.metrics import MetricsSink, ScoreWindow, read_jsonl
+from a2c_tui.metrics import NO_METRICS, MetricsSink, ScoreWindow, read_jsonl
 from a2c_tui.model import ActorCritic, act
 from a2c_tui.protocol import Event, Snapshot, State
 from a2c_tui.rollout import Rollout, value_targets
@@ -41,15 +41,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def choose_threads(config: Config, device: torch.device) -> int:
+def choose_threads(config: Config, device: torch.device, ranks_per_node: int = 1) -> int:
     """Torch intra-op threads. Env stepping and the CNN run one after the other, so on the
-    CPU both may use every core (measured in BENCHMARKS.md); the small MLP of a vector env
-    only loses to thread hand-offs, and on a GPU torch needs one."""
+    CPU both may use every core (measured in BENCHMARKS.md) — shared among the ranks on
+    the node; the small MLP of a vector env only loses to thread hand-offs, and on a GPU
+    torch needs one."""
     if config.run.torch_threads:
         return config.run.torch_threads
     if device.type == "cuda" or not is_atari(config.env.id):
         return 1
-    return max(1, os.cpu_count() or 1)
+    return max(1, (os.cpu_count() or 1) // ranks_per_node)
 
 
 def new_run_dir(config: Config) -> Path:
@@ -75,15 +76,37 @@ def resolve_resume(target: str | Path) -> tuple[Path, Path]:
 
 
 class Trainer:
-    """A2C on a batch of envs. Drive it with start()/run() and the command methods."""
+    """A2C on a batch of envs. Drive it with start()/run() and the command methods.
+
+    Started by torchrun with WORLD_SIZE > 1, it is one rank of a data-parallel run
+    (distributed.py): every rank steps `env.num_envs` envs of its own; rank 0 (`is_rank0`)
+    owns the run directory and takes the commands, which reach every rank at the same
+    update boundary; the other ranks follow it and write no files."""
 
     def __init__(self, config: Config, run_dir: str | Path | None = None, resume: str | Path | None = None,
                  tensorboard: bool = True, resume_overrides: dict[str, Any] | None = None):
         """`resume` continues a run with its saved config; `resume_overrides` may change its
-        config.RESUME_KEYS (threads, device, checkpoint cadence), nothing else."""
+        config.RESUME_KEYS (threads, device, checkpoint cadence), nothing else. On ranks other
+        than 0 both are ignored: the config, weights and counters come from rank 0."""
+        self.group = distributed.join()
+        self.rank = self.group.rank if self.group is not None else 0
+        self.world_size = self.group.world_size if self.group is not None else 1
+        self.is_rank0 = self.rank == 0
+        try:
+            self._open(config, run_dir, resume, tensorboard, resume_overrides)
+        except Exception as e:
+            if self.group is not None and not isinstance(e, distributed.RankFailure):
+                if self.is_rank0:  # the others wait for rank 0's next word: make it this error
+                    self.group.share({"error": str(e), "kind": type(e).__name__})
+                else:
+                    self.group.note_failure(f"rank {self.rank} could not start: {type(e).__name__}: {e}")
+            raise
+
+    def _open(self, config: Config, run_dir: str | Path | None, resume: str | Path | None, tensorboard: bool,
+              resume_overrides: dict[str, Any] | None) -> None:
         payload = None
         self._resume_note = ""
-        if resume is not None:
+        if resume is not None and self.is_rank0:
             target = Path(resume)
             ckpt.check_run_dir(target if target.is_dir() else target.parent)  # nothing in it may point outside
             path, payload, skipped = ckpt.load_usable(resume)
@@ -95,10 +118,14 @@ class Trainer:
             if resume_overrides:
                 config = config.replace(**check_resume_overrides(resume_overrides))
             files.check_writable(run_dir)
+        if self.group is not None:
+            config = from_dict(self._from_rank0(config.to_dict()))
         self.config = config
         memory.check_run(config)
         self.device = resolve_device(config.run.device)
-        torch.set_num_threads(choose_threads(config, self.device))
+        if self.group is not None:
+            self.device = self.group.device(self.device)
+        torch.set_num_threads(choose_threads(config, self.device, self.group.local_world_size if self.group else 1))
         torch.manual_seed(config.run.seed)
         np.random.seed(config.run.seed % 2**32)
         self.envs = self._make_envs(seed=config.run.seed)  # first: a game that fails to start leaves no run dir
@@ -124,8 +151,9 @@ class Trainer:
             self._metrics_failing = False  # said once while metrics.jsonl cannot be written, not at every record
             if payload is not None:
                 self._restore(payload, path.name)
-            _check_room_for_a_checkpoint(self.run_dir, self.model)
-            if not self.run_dir.exists():
+            if self.is_rank0:
+                _check_room_for_a_checkpoint(self.run_dir, self.model)
+            if self.is_rank0 and not self.run_dir.exists():
                 try:
                     self.run_dir.mkdir(parents=True)
                 except OSError as e:
@@ -135,12 +163,19 @@ class Trainer:
             if payload is not None:
                 self._truncate_metrics()
                 ckpt.remove_stale_temp(self.run_dir)
-            ckpt.atomic_write_bytes(self.run_dir / "config.toml", to_toml(config).encode())
+            if self.is_rank0:
+                ckpt.atomic_write_bytes(self.run_dir / "config.toml", to_toml(config).encode())
+            self._unsent_games: list[tuple[float, int]] | None = None  # games this rank finished since the last exchange
+            self._job_lost = False
+            self._loads = self._loads_shared = 0  # loads on rank 0; every rank takes its state when they differ
+            if self.group is not None:
+                self._unsent_games = []
+                self._take_rank0_state()
             obs_dtype = torch.uint8 if self.model.is_image else torch.float32
             self.rollout = Rollout(algo.n_steps, config.env.num_envs, self.envs.observation_shape, obs_dtype,
                                    self.device)
             self.obs = self.envs.reset()
-            self.metrics = MetricsSink(self.run_dir, tensorboard=tensorboard)
+            self.metrics = MetricsSink(self.run_dir, tensorboard=tensorboard) if self.is_rank0 else NO_METRICS
         except BaseException as e:
             self.envs.close()  # else ALE's thread pool lives on until garbage collection
             self._remove_new_run_dir()
@@ -163,9 +198,34 @@ class Trainer:
 
     # ----- construction helpers -------------------------------------------------------
     def _make_envs(self, seed: int):
+        """Env i of rank r gets seed + r * num_envs + i: the seeds of one process with all ranks' envs."""
         env = self.config.env
-        return make_envs(env.id, env.num_envs, seed=seed, num_threads=env.num_threads, noop_max=env.noop_max,
-                         max_episode_frames=env.max_episode_frames, clip_rewards=env.clip_rewards)
+        threads = env.num_threads or (self.group.cores_per_rank if self.group is not None else 0)
+        return make_envs(env.id, env.num_envs, seed=seed + self.rank * env.num_envs, num_threads=threads,
+                         noop_max=env.noop_max, max_episode_frames=env.max_episode_frames,
+                         clip_rewards=env.clip_rewards)
+
+    def _from_rank0(self, value: Any) -> Any:
+        """rank 0's `value` on every rank; rank 0's failure (shared by __init__) raised on every rank."""
+        shared = self.group.share({"value": value})
+        if "error" in shared:
+            error = {"ConfigError": ConfigError, "CheckpointError": ckpt.CheckpointError}.get(shared["kind"],
+                                                                                             distributed.RankFailure)
+            raise error(shared["error"])
+        return shared["value"]
+
+    def _take_rank0_state(self) -> None:
+        """Every rank from rank 0's weights, optimizer state and counters (at the start and after
+        a load): the same state everywhere, then each rank's own games and random stream."""
+        state = self._from_rank0({"payload": self._payload(), "run_dir": str(self.run_dir)} if self.is_rank0 else None)
+        if self.is_rank0:
+            return
+        self.run_dir = Path(state["run_dir"])
+        # A fresh run's envs already have their seeds (seed + 0): starting them again costs seconds.
+        self._restore(state["payload"], new_games=int(state["payload"]["updates"]) > 0)
+        seed = self.config.run.seed + 1_000_003 * self.rank + self.updates
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
 
     def _payload(self) -> dict[str, Any]:
         return {
@@ -187,7 +247,7 @@ class Trainer:
             "saved_at": time.time(),
         }
 
-    def _restore(self, payload: dict[str, Any], name: str) -> None:
+    def _restore(self, payload: dict[str, Any], name: str | None = None, new_games: bool = True) -> None:
         try:
             self.model.load_state_dict(payload["model"])
             self.optimizer.load_state_dict(payload["optimizer"])
@@ -205,9 +265,10 @@ class Trainer:
             raise ckpt.CheckpointError(f"checkpoint does not match this model: {str(e).splitlines()[0][:160]}") from None
         self.last_checkpoint_step = self._failed_checkpoint_step = self.step
         self.last_checkpoint = name
-        # The games in progress cannot be restored; new seeds keep them from repeating.
-        self.envs.close()
-        self.envs = self._make_envs(seed=self.config.run.seed + self.updates)
+        if new_games:
+            # The games in progress cannot be restored; new seeds keep them from repeating.
+            self.envs.close()
+            self.envs = self._make_envs(seed=self.config.run.seed + self.updates)
 
     def _remove_new_run_dir(self) -> None:
         """A run directory this trainer made and never trained in holds nothing worth keeping."""
@@ -244,7 +305,10 @@ class Trainer:
             rollout.rewards[t].copy_(torch.from_numpy(rewards))
             rollout.dones[t].copy_(torch.from_numpy(step.dones))
             for _, score, length in step.finished:
-                self.scores.add(score, length)
+                if self._unsent_games is None:
+                    self.scores.add(score, length)
+                else:  # every rank's games reach the window at the next exchange
+                    self._unsent_games.append((score, length))
             self.obs = step.obs
         with torch.inference_mode():
             obs = torch.as_tensor(self.obs, device=self.device)
@@ -262,8 +326,9 @@ class Trainer:
         lr = scheduled_lr(self.base_lr, self.config.algo.lr_schedule, self.step, self.config.run.total_steps)
         stats = update(self.model, self.optimizer, rollout.obs.reshape(batch, *rollout.obs.shape[2:]),
                        rollout.actions.reshape(batch), targets.reshape(batch).clone(), lr,
-                       hp["value_coef"], hp["entropy_coef"], hp["max_grad_norm"])
-        self.step += batch
+                       hp["value_coef"], hp["entropy_coef"], hp["max_grad_norm"],
+                       self.group.average_gradients if self.group is not None else None)
+        self.step += batch * self.world_size  # the step counter and the lr schedule count every rank's envs
         self.updates += 1
         return stats
 
@@ -293,6 +358,10 @@ class Trainer:
         self._looping = True
         try:
             self._loop_body(exit_when_idle)
+        except Exception as e:
+            if self.group is None:
+                raise
+            self._end_job(e)
         finally:
             self._looping = False
             self._run_commands()  # whatever was queued meanwhile still gets its answer
@@ -306,21 +375,71 @@ class Trainer:
         while True:
             self._run_commands()
             with self._lock:
-                if self._closing:
-                    break
-                state = self._state
-                finished = state == State.RUNNING and self.step >= self.config.run.total_steps
+                closing = self._closing
+                finished = (self.is_rank0 and not closing and self._state == State.RUNNING
+                            and self.step >= self.config.run.total_steps)
                 if finished:
-                    self._state = state = State.FINISHED
+                    self._state = State.FINISHED
+                state = self._state
+                closing = closing or (exit_when_idle and state != State.RUNNING)
+            if self.group is not None:
+                closing, state, finished = self._follow_rank0(closing, state, finished)
             if finished:
                 self._finish()
-            with self._lock:
-                if state != State.RUNNING:
-                    if exit_when_idle:
-                        break
-                    self._lock.wait(timeout=0.5)
-                    continue
+            if closing:
+                break
+            if state != State.RUNNING:
+                if self.is_rank0:  # the other ranks wait for it in the next exchange
+                    with self._lock:
+                        self._lock.wait(timeout=0.5)
+                continue
             self._one_update()
+        self._publish(force=True)
+
+    def _follow_rank0(self, closing: bool, state: State, finished: bool) -> tuple[bool, State, bool]:
+        """The update boundary of a run on several ranks: every rank gets rank 0's decision
+        (close, state, live hparams, a load) and every rank's finished games. A stop asked of
+        any rank (a signal) stops them all; rank 0 then saves."""
+        states = list(State)
+        header = [float(closing), float(states.index(state)), float(self._loads), self.base_lr,
+                  *(self.hparams[k] for k in LIVE_KEYS)]
+        capacity = self.config.algo.n_steps * self.config.env.num_envs
+        headers, games = self.group.exchange(header, self._unsent_games, capacity)
+        for score, length in games:
+            self.scores.add(score, length)
+        closing, new_state, loads, base_lr, *hparams = headers[0]
+        new_state = states[int(new_state)]
+        if not self.is_rank0:
+            finished = new_state == State.FINISHED and self._state != State.FINISHED
+            self.base_lr = base_lr
+            self.hparams.update(zip(LIVE_KEYS, hparams))
+            with self._lock:
+                self._state = new_state
+        if int(loads) != self._loads_shared:
+            self._loads_shared = int(loads)
+            self._take_rank0_state()
+            if not self.is_rank0:
+                self.obs = self.envs.reset()
+        asked_to_stop = any(states[int(h[1])] == State.STOPPED for h in headers)
+        if asked_to_stop and new_state not in (State.STOPPED, State.FINISHED):
+            self._stop_now()
+            new_state = State.STOPPED
+        return bool(closing), new_state, finished
+
+    def _end_job(self, error: Exception) -> None:
+        """A run on several ranks cannot go on without one of them: say which, and keep what
+        rank 0 has (the weights are every rank's, as of the last finished update)."""
+        if isinstance(error, distributed.RankFailure):
+            message = str(error)
+        else:
+            message = f"rank {self.rank} failed: {type(error).__name__}: {distributed._first_line(error)}"
+            self.group.note_failure(message)
+        with self._lock:
+            self._state = State.ERROR
+            self._job_lost = True  # a stop that comes after (torchrun's SIGTERM) must not hide the failure
+        self._event("error", message)
+        if self.is_rank0 and self.step != self.last_checkpoint_step:
+            self._save_checkpoint(reason="a rank failed")
         self._publish(force=True)
 
     def _finish(self) -> None:
@@ -337,6 +456,8 @@ class Trainer:
             self._fail(f"{e}; training paused — load the last good checkpoint, then resume")
             return
         except Exception as e:  # noqa: BLE001 - any failure must reach the user, not kill the thread
+            if self.group is not None:
+                raise  # the other ranks cannot go on without this one: _loop ends the job
             self._fail(f"training failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
             return
         self.elapsed += time.perf_counter() - started
@@ -379,6 +500,8 @@ class Trainer:
     # ----- checkpoints ----------------------------------------------------------------
     def _save_checkpoint(self, reason: str) -> Path | None:
         """Write step_<N>.pt, point latest (and best) at it, prune. Errors are reported, not raised."""
+        if not self.is_rank0:
+            return None
         path = self.run_dir / f"step_{self.step}.pt"
         try:
             size = ckpt.save(path, self._payload())
@@ -415,9 +538,12 @@ class Trainer:
                f"{self.last_checkpoint_step:,})"
 
     def _load(self, path: str | Path) -> int:
+        if not self.is_rank0:
+            raise ConfigError(f"rank {self.rank} takes its weights from rank 0: load on rank 0")
         path, payload, skipped = ckpt.load_usable(path)
         ckpt.check_compatible(payload, self.config.env.id, self.envs.n_actions, self.envs.observation_shape, path)
         self._restore(payload, path.name)
+        self._loads += 1
         self.obs = self.envs.reset()
         self._rate = (time.perf_counter(), self.step, 0.0)
         self._pending_stats.clear()
@@ -462,6 +588,11 @@ class Trainer:
     def state(self) -> State:
         return self._state
 
+    @property
+    def total_envs(self) -> int:
+        """Every rank's envs: env.num_envs is per rank."""
+        return self.world_size * self.config.env.num_envs
+
     def pause(self) -> bool:
         return self._set_state(State.PAUSED, (State.RUNNING,), "paused")
 
@@ -471,17 +602,18 @@ class Trainer:
 
     def stop(self) -> Future:
         """Stop training for good (a checkpoint is written); the trainer still answers commands."""
-        def do() -> Path | None:
-            with self._lock:
-                was = self._state
-                if was in (State.STOPPED, State.FINISHED):
-                    return None
-                self._state = State.STOPPED
-            path = self._save_checkpoint(reason="stop") if self.step > 0 and was != State.ERROR else None
-            self._event("info", "stopped")
-            self._publish(force=True)
-            return path
-        return self._submit(do)
+        return self._submit(self._stop_now)
+
+    def _stop_now(self) -> Path | None:
+        with self._lock:
+            was = self._state
+            if was in (State.STOPPED, State.FINISHED) or self._job_lost:
+                return None
+            self._state = State.STOPPED
+        path = self._save_checkpoint(reason="stop") if self.step > 0 and was != State.ERROR else None
+        self._event("info", "stopped")
+        self._publish(force=True)
+        return path
 
     def close(self, timeout: float = 5.0) -> None:
         """End the loop thread (after the update in progress)."""
@@ -557,8 +689,6 @@ class Trainer:
 
 
 def config_from_payload(payload: dict[str, Any], path: str | Path = "checkpoint") -> Config:
-    from a2c_tui.config import from_dict
-
     try:
         return from_dict(payload["config"])
     except (KeyError, ConfigError) as e:
