@@ -86,8 +86,13 @@ class Group:
             raise ConfigError(f"A2C_TUI_COLLECTIVE_TIMEOUT={env['A2C_TUI_COLLECTIVE_TIMEOUT']!r} is not allowed: "
                               f"must be seconds, > 0")
         # Commands, games and shared state are small CPU tensors (gloo); on GPUs the gradients
-        # go through NCCL. One process group serves both.
-        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
+        # go through NCCL. One process group serves both. NCCL refuses two ranks on one GPU
+        # (measured on an H200: ranks sharing it): then the gradients go through gloo, via the host.
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        self.shared_gpu = 0 < gpus < self.local_world_size
+        nccl = gpus > 0 and dist.is_nccl_available() and not self.shared_gpu
+        backend = "cpu:gloo,cuda:nccl" if nccl else "gloo"
+        self._reduce_on_host = gpus > 0 and not nccl
         try:
             dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
         except (RuntimeError, ValueError) as e:
@@ -103,11 +108,13 @@ class Group:
         return max(1, (os.cpu_count() or 1) // self.local_world_size)
 
     def device(self, device: torch.device) -> torch.device:
-        """A GPU per rank on its node (LOCAL_RANK); the CPU stays the CPU."""
+        """A GPU per rank on its node (LOCAL_RANK; more ranks than GPUs share them round-robin);
+        the CPU stays the CPU."""
         if device.type != "cuda":
             return device
-        torch.cuda.set_device(self.local_rank)
-        return torch.device("cuda", self.local_rank)
+        index = self.local_rank % torch.cuda.device_count()
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
 
     # ----- collectives ----------------------------------------------------------------
     def share(self, value: Any = None) -> Any:
@@ -136,7 +143,10 @@ class Group:
         grads = [p.grad for p in parameters]
         not_finite = torch.where(torch.isfinite(loss), 0.0, torch.nan).reshape(1).to(grads[0].dtype)
         flat = torch.cat([g.reshape(-1) for g in grads] + [not_finite])
+        if self._reduce_on_host and flat.is_cuda:
+            flat = flat.cpu()
         self._collective(dist.all_reduce, flat)
+        flat = flat.to(grads[0].device, non_blocking=True)
         flat[:-1] += flat[-1]  # + 0 everywhere, or NaN everywhere (no device sync to decide)
         flat /= self.world_size
         offset = 0
