@@ -345,6 +345,9 @@ def check_run_dir(run_dir: str | Path) -> None:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return  # nothing there to point anywhere; the missing checkpoint is reported by whoever loads it
+    if run_dir.is_symlink():  # e.g. a crafted run's latest.pt linking to another run: it would be trained in
+        raise files.RefusedFile(f"{str(run_dir)!r} is a symbolic link to a directory; name the run directory "
+                                f"itself")
     read_index(run_dir, strict=True)
     used = [*RUN_FILES, *(p.name for p in run_dir.iterdir() if p.name.endswith((".pt", ".eval.json")))]
     for name in used:

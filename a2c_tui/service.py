@@ -686,9 +686,13 @@ def open_run(config: Any, resume: str | None = None, resume_overrides: dict[str,
     if os.environ.get("RANK", "0") != "0":
         return LocalHandle.create(config, resume, resume_overrides), None
     if resume is not None:
+        from a2c_tui import checkpoints, files
+
         target = Path(resume)
         run_dir = target if target.is_dir() else target.parent
         if run_dir.is_dir():
+            checkpoints.check_run_dir(run_dir)  # a stranger's run directory: refused before anything is written
+            files.check_writable(run_dir)
             lock = RunLock(run_dir)
     try:
         handle = LocalHandle.create(config, resume, resume_overrides)

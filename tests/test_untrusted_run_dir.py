@@ -194,6 +194,19 @@ def test_no_command_writes_outside_a_crafted_run_directory(template, tmp_path_fa
 
 
 # ----- 1. the run directory, one case at a time ------------------------------------------
+def test_a_checkpoint_name_linking_to_another_run_directory_is_refused(template, tmp_path):
+    """run/latest.pt is a symlink to a sibling run's directory: `--resume run/latest.pt` once
+    trained in the sibling (found by the property test above on CI's draw)."""
+    victim = copy_run(template, tmp_path, "victim")
+    run_dir = copy_run(template, tmp_path)
+    (run_dir / "latest.pt").unlink()
+    (run_dir / "latest.pt").symlink_to(victim)
+    before = tree(victim)
+    for command in (["train", "--headless", "--resume"], ["eval"], ["record"]):
+        assert refused(run(*command, str(run_dir / "latest.pt")), "symbolic link"), command
+    assert tree(victim) == before
+
+
 @pytest.mark.parametrize("entry", ["config.toml", "metrics.jsonl", "tb", "index.json", "tb/events.out.tfevents.1"])
 def test_resume_refuses_a_run_file_that_is_a_symlink_out_and_writes_nothing(template, tmp_path, entry):
     victim = tmp_path / "victim"
