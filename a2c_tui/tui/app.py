@@ -614,7 +614,9 @@ def run_app(handle: TrainerHandle, paused: bool = False) -> int:
 
     run_dir = Path(app.handle.run_dir)
     with survive_lost_terminal():  # after a dropped SSH session there is no terminal: exit 0, not EIO
-        if app.stopped_run or app.disconnected:
+        if (app.stopped_run or app.disconnected) and not (run_dir / "latest.pt").exists():
+            print(f"{'stopped' if app.stopped_run else 'disconnected from'} {run_dir.name} (no checkpoint saved)")
+        elif app.stopped_run or app.disconnected:
             state = "stopped" if app.stopped_run else "disconnected from"
             print(f"{state} {run_dir.name}; continue with: a2c-tui --resume {run_dir}")
         else:
