@@ -283,6 +283,7 @@ async def test_app_shows_the_game_with_v_and_records_from_the_checkpoints_pane(t
     async with app.run_test(size=(80, 24)) as pilot:
         pane, tabs = app.game_pane, app.query_one(TabbedContent)
         assert not pane.display and tabs.display
+        await pilot.pause()  # the game is attached after the first screen is drawn
         assert "cannot hand out its weights" in pane.view.caption  # the fake handle has no weights()
         await pilot.press("v")
         assert pane.display and not tabs.display and pane.live.watching

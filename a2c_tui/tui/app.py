@@ -158,7 +158,8 @@ class A2CApp(App[int]):
         self._pending = handle.snapshot()
         self._apply_pending()
         self.refresh_checkpoints()
-        self.game_pane.attach(handle.config, live_weights(handle))
+        # The live game needs torch (~2 s to import): the first screen is drawn before it loads.
+        self.call_after_refresh(self.game_pane.attach, handle.config, live_weights(handle))
         running = getattr(handle, "running_evaluation", None)
         if running is not None:
             self.evaluation_pane.follow(running)
