@@ -297,7 +297,12 @@ def read_index(run_dir: Path, strict: bool = False) -> dict[str, Any]:
 def update_index(run_dir: Path, changes: dict[str, Any]) -> dict[str, Any]:
     with _index_lock:
         index = read_index(run_dir)
-        files = {**index.get("files", {}), **changes.pop("files", {})}
+        # Entries whose file is gone (keep_last rotated it out) are forgotten, but for the step
+        # files latest.pt and best.pt were linked from: their rows still show that step.
+        linked = {index.get("latest"), index.get("best"), changes.get("latest"), changes.get("best")}
+        kept = {name: meta for name, meta in index.get("files", {}).items()
+                if name in linked or (Path(run_dir) / name).exists()}
+        files = {**kept, **changes.pop("files", {})}
         index.update(changes, files=files)
         atomic_write_bytes(Path(run_dir) / "index.json", json.dumps(index, indent=1, sort_keys=True).encode())
         return index

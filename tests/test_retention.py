@@ -49,3 +49,16 @@ def test_deleting_another_checkpoint_keeps_best(tmp_path):
     ckpt.delete(second)
     assert [(i.path.name, i.tags) for i in ckpt.list_checkpoints(tmp_path)][-1] == (first.name, ("best",))
     assert (tmp_path / "best.pt").exists() and ckpt.read_index(tmp_path)["best"] == first.name
+
+
+def test_the_index_forgets_rotated_out_files_but_not_what_best_and_latest_were(tmp_path):
+    first = _save(tmp_path, 100)
+    ckpt.record_evaluation(first, {"mean": 321.0, "scores": [321.0]})  # best.pt -> step_100
+    for step in range(200, 1100, 100):
+        _save(tmp_path, step)
+        ckpt.prune(tmp_path, keep_last=2)
+    entries = ckpt.read_index(tmp_path)["files"]
+    # step_100 stays known (best.pt was linked from it); 200..700 were rotated out and forgotten
+    # at the next write; step_800 went after the last write (forgotten at the next save)
+    assert sorted(entries, key=lambda n: int(n[5:-3])) == ["step_100.pt", "step_800.pt", "step_900.pt",
+                                                           "step_1000.pt"]
