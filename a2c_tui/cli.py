@@ -277,6 +277,7 @@ def _train_headless(args, config, resume_overrides) -> int:
     reporter's own thread writes stdout and stderr: a pipe nobody reads never blocks training."""
     import threading
 
+    from a2c_tui.metrics import score_line
     from a2c_tui.protocol import State
     from a2c_tui.service import open_run, serve
 
@@ -315,8 +316,7 @@ def _train_headless(args, config, resume_overrides) -> int:
             report.say("stopped before training; nothing to save" + ("" if args.resume else ", run directory removed"))
             return 0
         lock.release()
-        report.say(f"{state.value.lower()} at step {trainer.step:,}; last-100 raw score "
-                   f"{trainer.scores.mean_score():.1f} over {trainer.scores.games} games; run directory "
+        report.say(f"{state.value.lower()} at step {trainer.step:,}; {score_line(trainer.scores)}; run directory "
                    f"{trainer.run_dir}")
         if state == State.ERROR:
             return 1

@@ -48,6 +48,7 @@ class RunConfig:
     total_steps: int = 10_000_000
     seed: int = 1
     device: str = "auto"  # "auto" | "cpu" | "cuda"
+    precision: str = "fp32"  # "fp32" | "bf16" | "auto" (bf16 where the device has fast bf16): model.ActorCritic
     checkpoint_every: int = 500_000  # agent steps between periodic checkpoints
     keep_last: int = 5  # periodic checkpoints kept (latest/best are kept apart)
     log_every: int = 100  # updates between diagnostics records
@@ -101,7 +102,7 @@ LIVE_KEYS = ("lr", "entropy_coef", "value_coef", "max_grad_norm", "gamma")
 
 # How a run uses the machine, not what it learns: the only keys `--set` may change when a
 # run is resumed (e.g. on a bigger box). Everything else comes from the checkpoint.
-RESUME_KEYS = ("run.device", "run.torch_threads", "env.num_threads", "run.checkpoint_every", "run.keep_last",
+RESUME_KEYS = ("run.device", "run.precision", "run.torch_threads", "env.num_threads", "run.checkpoint_every", "run.keep_last",
                "run.log_every")
 
 
@@ -127,6 +128,8 @@ def _check_range(key: str, value: Any) -> None:
             need(0 <= value <= 2**30, "an integer from 0 to 2**30")
         case "run.device":
             need(value in ("auto", "cpu", "cuda"), 'one of "auto", "cpu", "cuda"')
+        case "run.precision":
+            need(value in ("fp32", "bf16", "auto"), 'one of "fp32", "bf16", "auto"')
         case "run.checkpoint_every" | "run.log_every":
             need(value >= 1, "an integer >= 1")
         case "run.keep_last":

@@ -20,7 +20,7 @@ import torch
 from a2c_tui import memory
 from a2c_tui.config import EVAL_SEED, Config, ConfigError
 from a2c_tui.envs import make_envs
-from a2c_tui.model import ActorCritic, choose_actions
+from a2c_tui.model import ActorCritic, choose_actions, resolve_precision
 
 
 MAX_ENVS = 1024  # env.num_envs' limit: ALE's vector env is not made for more
@@ -73,7 +73,8 @@ def evaluate(config: Config, weights: dict[str, torch.Tensor], episodes: int = 1
                      max_episode_frames=env.max_episode_frames, clip_rewards=False, life_loss=False)
     try:
         with torch.random.fork_rng(devices=[]):  # the init's draws must not move the trainer's stream
-            model = ActorCritic(envs.observation_shape, envs.n_actions)
+            model = ActorCritic(envs.observation_shape, envs.n_actions,
+                                bf16=resolve_precision(config.run.precision, torch.device(device)) == "bf16")
         model.load_state_dict(weights)
         model.to(device).eval()
         generator = torch.Generator(device=device).manual_seed(seed)  # same seed, same games

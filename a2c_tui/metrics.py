@@ -11,6 +11,13 @@ from typing import Any
 from a2c_tui import files
 
 
+def score_line(scores: "ScoreWindow") -> str:
+    """'last-100 raw score 123.4 over 56 games', or 'no game finished yet' (not 'nan over 0 games')."""
+    if not scores.games:
+        return "no game finished yet"
+    return f"last-100 raw score {scores.mean_score():.1f} over {scores.games:,} games"
+
+
 class ScoreWindow:
     """The last `size` finished whole games: raw scores and lengths."""
 

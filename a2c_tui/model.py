@@ -24,11 +24,37 @@ class PixelConv(nn.Conv2d):
         return self._conv_forward(x, self.weight * (1.0 / 255.0), self.bias)
 
 
-class ActorCritic(nn.Module):
-    """Image observations (C, 84, 84) uint8 -> Nature-DQN CNN; vectors -> 64-64 tanh MLP."""
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bfloat16 matmuls are native on `device`: CUDA GPUs from Ampere on, and CPUs
+    with AVX-512 BF16 or AMX (elsewhere bf16 is emulated and slower than float32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
-    def __init__(self, obs_shape: tuple[int, ...], n_actions: int):
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """run.precision ("fp32" | "bf16" | "auto") -> "fp32" or "bf16" for this device."""
+    if name == "auto":
+        return "bf16" if fast_bf16(device) else "fp32"
+    return name
+
+
+class ActorCritic(nn.Module):
+    """Image observations (C, 84, 84) uint8 -> Nature-DQN CNN; vectors -> 64-64 tanh MLP.
+
+    With `bf16` set, the torso (convolutions and the 512-unit layer: nearly all the work)
+    runs under bfloat16 autocast; the weights, their gradients, the optimizer and the two
+    heads stay float32, so logits, values and everything computed from them (value targets,
+    losses) are float32."""
+
+    def __init__(self, obs_shape: tuple[int, ...], n_actions: int, bf16: bool = False):
         super().__init__()
+        self.bf16 = bf16
         self.obs_shape = tuple(obs_shape)
         self.n_actions = n_actions
         self.is_image = len(obs_shape) == 3
@@ -61,10 +87,13 @@ class ActorCritic(nn.Module):
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """obs (B, *obs_shape), uint8 images or float vectors -> logits (B, A), values (B,)."""
         if self.is_image:
-            x = obs.contiguous(memory_format=torch.channels_last).float()  # PixelConv scales
+            # 0..255 are exact in bfloat16; PixelConv scales
+            x = obs.contiguous(memory_format=torch.channels_last).to(torch.bfloat16 if self.bf16 else torch.float32)
         else:
             x = obs.float()
-        features = self.torso(x)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            features = self.torso(x)
+        features = features.float()
         return self.policy_head(features), self.value_head(features).squeeze(-1)
 
 

@@ -27,8 +27,8 @@ from a2c_tui import distributed, files, memory
 from a2c_tui.a2c import NonFiniteError, make_optimizer, scheduled_lr, update
 from a2c_tui.config import LIVE_KEYS, Config, ConfigError, check_resume_overrides, check_value, from_dict, to_toml
 from a2c_tui.envs import is_atari, make_envs
-from a2c_tui.metrics import NO_METRICS, MetricsSink, ScoreWindow, read_jsonl
-from a2c_tui.model import ActorCritic, act
+from a2c_tui.metrics import NO_METRICS, MetricsSink, ScoreWindow, read_jsonl, score_line
+from a2c_tui.model import ActorCritic, act, resolve_precision
 from a2c_tui.protocol import Event, Snapshot, State
 from a2c_tui.rollout import Rollout, value_targets
 
@@ -134,7 +134,9 @@ class Trainer:
             if payload is not None:
                 ckpt.check_compatible(payload, config.env.id, self.envs.n_actions, self.envs.observation_shape, resume)
             self.run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config)
-            self.model = ActorCritic(self.envs.observation_shape, self.envs.n_actions).to(self.device)
+            self.precision = resolve_precision(config.run.precision, self.device)
+            self.model = ActorCritic(self.envs.observation_shape, self.envs.n_actions,
+                                     bf16=self.precision == "bf16").to(self.device)
             algo = config.algo
             self.optimizer = make_optimizer(algo.optimizer, self.model.parameters(), algo.lr, algo.rms_alpha,
                                             algo.rms_eps)
@@ -370,7 +372,7 @@ class Trainer:
 
     def _loop_body(self, exit_when_idle: bool) -> None:
         self._event("info", f"run {self.run_dir.name} at step {self.step:,} of {self.config.run.total_steps:,} "
-                            f"on {self.device.type}{self._resume_note}")
+                            f"on {self.device.type} ({self.precision}){self._resume_note}")
         self._publish(force=True)
         while True:
             self._run_commands()
@@ -445,7 +447,7 @@ class Trainer:
     def _finish(self) -> None:
         if self.step != self.last_checkpoint_step:
             self._save_checkpoint(reason="final")
-        self._event("info", f"finished {self.step:,} steps; last-100 score {self.scores.mean_score():.1f}")
+        self._event("info", f"finished {self.step:,} steps; {score_line(self.scores)}")
         self._publish(force=True)
 
     def _one_update(self) -> None:

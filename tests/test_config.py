@@ -27,6 +27,7 @@ BAD_CONFIGS = {
     "gamma above one": ("algo.gamma=1.01", None, "algo.gamma"),
     "unknown game": ("env.id=SpaceInvaderz", None, "env.id"),
     "gym env with continuous actions": ("env.id=Pendulum-v1", None, "env.id"),
+    "half precision is not offered": ("run.precision=fp16", None, "run.precision"),
 }
 # One of each kind goes through the installed console script (each start imports torch,
 # seconds apiece on a busy machine); the rest through cli.main in this process.

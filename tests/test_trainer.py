@@ -236,3 +236,13 @@ def test_evaluation_runs_the_policy_only_for_counted_games(monkeypatch):
     result = evaluation.evaluate(config, weights, episodes=9, num_envs=4)
     assert fed[0] == 4 and min(fed) < 4
     assert sum(fed) == sum(result["lengths"])
+
+
+def test_the_score_line_says_when_no_game_has_finished():
+    from a2c_tui.metrics import ScoreWindow, score_line
+
+    window = ScoreWindow(100)
+    assert score_line(window) == "no game finished yet"  # not "nan over 0 games"
+    window.add(120.0, 500)
+    window.add(180.0, 700)
+    assert score_line(window) == "last-100 raw score 150.0 over 2 games"

@@ -1,0 +1,88 @@
+"""bf16 vs fp32 gradients along a real training run: at every update of an fp32 run, the
+gradient of the same batch with the same weights is also computed under bf16 autocast
+(run.precision = "bf16"), and the two are compared before the fp32 update is applied.
+
+    .venv/bin/python bench/precision.py --updates 1200 [--config configs/space_invaders.toml] [--json out.json]
+
+Prints the distribution over updates of the cosine similarity of the two gradients, the
+ratio of their norms and the difference of the losses. `--dry-run`: 5 updates of the smoke config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import tempfile
+
+import a2c_tui  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
+import numpy as np
+import torch
+
+from a2c_tui import config as cfg
+from a2c_tui import trainer as trainer_module
+from a2c_tui.a2c import a2c_loss
+from a2c_tui.trainer import Trainer
+
+
+def gradient(model, obs, actions, targets, value_coef, entropy_coef) -> tuple[torch.Tensor, float]:
+    model.zero_grad(set_to_none=True)
+    logits, values = model(obs)
+    loss = a2c_loss(logits, values, actions, targets, value_coef, entropy_coef).total
+    loss.backward()
+    grad = torch.cat([p.grad.flatten() for p in model.parameters()])
+    model.zero_grad(set_to_none=True)
+    return grad, float(loss.detach())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/space_invaders.toml")
+    parser.add_argument("--updates", type=int, default=1200)
+    parser.add_argument("--json", help="write every update's figures here")
+    parser.add_argument("--dry-run", action="store_true", help="5 updates of configs/smoke.toml")
+    args = parser.parse_args()
+    if args.dry_run:
+        args.config, args.updates = "configs/smoke.toml", 5
+
+    config = cfg.load(args.config).replace(**{"run.precision": "fp32"})
+    rows: list[dict[str, float]] = []
+    real_update = trainer_module.update
+
+    def probed_update(model, optimizer, obs, actions, targets, lr, value_coef, entropy_coef, *rest):
+        shadow = copy.deepcopy(model)  # same weights; bf16 only in the shadow
+        shadow.bf16 = True
+        g32, loss32 = gradient(model, obs, actions, targets, value_coef, entropy_coef)
+        g16, loss16 = gradient(shadow, obs, actions, targets, value_coef, entropy_coef)
+        rows.append({"cosine": float(torch.nn.functional.cosine_similarity(g32, g16, dim=0)),
+                     "norm_ratio": float(g16.norm() / g32.norm()),
+                     "loss_diff": abs(loss16 - loss32) / max(abs(loss32), 1e-12)})
+        return real_update(model, optimizer, obs, actions, targets, lr, value_coef, entropy_coef, *rest)
+
+    trainer_module.update = probed_update
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(config.replace(**{"run.out_dir": tmp}), tensorboard=False)
+        try:
+            for i in range(args.updates):
+                trainer.train_update()
+                if (i + 1) % 100 == 0:
+                    print(f"{i + 1} updates, step {trainer.step:,}, last cosine {rows[-1]['cosine']:.5f}", flush=True)
+        finally:
+            trainer.metrics.close()
+            trainer.envs.close()
+    print(f"{args.config}: {len(rows)} updates of {config.env.num_envs * config.algo.n_steps} steps "
+          f"(steps 0 to {trainer.step:,}), fp32 run, bf16 gradient of the same batch")
+    for key in ("cosine", "norm_ratio", "loss_diff"):
+        values = np.array([r[key] for r in rows])
+        q = np.percentile(values, [0, 1, 5, 50, 95, 99, 100])
+        print(f"  {key:<10} min {q[0]:.5f}  p1 {q[1]:.5f}  p5 {q[2]:.5f}  median {q[3]:.5f}  "
+              f"p95 {q[4]:.5f}  p99 {q[5]:.5f}  max {q[6]:.5f}  mean {values.mean():.5f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"config": args.config, "rows": rows}, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
