@@ -329,6 +329,22 @@ async def test_evaluation_can_be_cancelled(fake):
 
 
 @sync
+async def test_an_evaluation_followed_on_attach_shows_its_checkpoint_as_the_source(fake):
+    from types import SimpleNamespace
+
+    fake.eval_gate = threading.Event()
+    followed = fake.checkpoints[1].path
+    fake.running_evaluation = SimpleNamespace(id=7, path=followed, episodes=10, envs=4, scores=[])
+    app = A2CApp(fake)
+    async with app.run_test() as pilot:
+        await until(pilot, lambda: app.evaluation_pane.running, what="the followed evaluation")
+        assert app.query_one("#eval-source").value == str(followed)  # not "current weights"
+        assert followed.name in app.evaluation_pane.describe()
+        fake.eval_gate.set()
+        await until(pilot, lambda: app.evaluation_pane.result is not None, what="the result")
+
+
+@sync
 async def test_structural_fields_open_when_stopped_and_start_a_new_run(fake, tmp_path):
     created: list = []
 

@@ -203,6 +203,12 @@ class FakeHandle:
         return result
 
 
+    def follow_evaluation(self, eid: int, cancel=None, progress=None) -> dict[str, Any]:
+        """An evaluation the service was running when the app attached (running_evaluation)."""
+        running = self.running_evaluation
+        return self.evaluate(running.path, running.episodes, running.envs, progress=progress, cancel=cancel)
+
+
 @dataclass
 class _Progress:
     done: int

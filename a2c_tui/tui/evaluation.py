@@ -184,6 +184,7 @@ class EvaluationPane(Vertical):
         or by another app) until it ends; c cancels it there."""
         if self.running:
             return
+        self.choose(running.path)  # the form shows what is being played, not "current weights"
         self._begin(running.episodes, f"evaluating {running.path.name}: {running.episodes} games on "
                                       f"{running.envs} envs (running in the run's process)…", running.scores,
                     focus=False)
