@@ -102,6 +102,16 @@ def load_config(args):
     return cfg.load(path, args.overrides), None
 
 
+def _thread_error(args: threading.ExceptHookArgs) -> None:
+    """A library's thread that dies of an OSError (tensorboardX's writer on a full disk) gets
+    one line, not a traceback: what it stops is reported by the code that uses it."""
+    if isinstance(args.exc_value, OSError):
+        name = args.thread.name if args.thread is not None else "a thread"
+        print(f"a2c-tui: {name} stopped: {args.exc_value}", file=sys.stderr, flush=True)
+        return
+    threading.__excepthook__(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     from a2c_tui.config import ConfigError
     from a2c_tui.files import RefusedFile
@@ -109,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     from a2c_tui.service import ServiceError
 
     errors: tuple[type[Exception], ...] = (UsageError, ConfigError, RefusedFile, ServiceError, ProtocolError)
+    threading.excepthook = _thread_error
     try:
         args = build_parser().parse_args(argv)
         if args.command == "ls":

@@ -1011,3 +1011,25 @@ def test_every_evaluation_hands_its_free_memory_back(tmp_path, monkeypatch):
     finally:
         handle.close(timeout=30)
     assert handle_module._libc() is None or handle_module._libc().malloc_trim(0) in (0, 1)
+
+
+def test_a_library_thread_dying_of_a_full_disk_gets_one_line(monkeypatch, capsys):
+    import errno
+    import threading
+
+    from a2c_tui import cli
+
+    def write_fails():
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(threading, "excepthook", cli._thread_error)
+    thread = threading.Thread(target=write_fails, name="tensorboard-writer")
+    thread.start()
+    thread.join()
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["a2c-tui: tensorboard-writer stopped: [Errno 28] No space left on device"]
+
+    bug = threading.Thread(target=lambda: 1 / 0)  # a bug elsewhere keeps its traceback
+    bug.start()
+    bug.join()
+    assert "Traceback" in capsys.readouterr().err
