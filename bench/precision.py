@@ -11,7 +11,6 @@ ratio of their norms and the difference of the losses. `--dry-run`: 5 updates of
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import tempfile
@@ -46,19 +45,26 @@ def main() -> int:
     if args.dry_run:
         args.config, args.updates = "configs/smoke.toml", 5
 
-    config = cfg.load(args.config).replace(**{"run.precision": "fp32"})
+    # one thread each: the probe must not be slowed by thread hand-offs on a busy machine
+    config = cfg.load(args.config).replace(**{"run.precision": "fp32", "run.torch_threads": 1,
+                                              "env.num_threads": 1})
     rows: list[dict[str, float]] = []
     real_update = trainer_module.update
 
     def probed_update(model, optimizer, obs, actions, targets, lr, value_coef, entropy_coef, *rest):
-        shadow = copy.deepcopy(model)  # same weights; bf16 only in the shadow
-        shadow.bf16 = True
-        g32, loss32 = gradient(model, obs, actions, targets, value_coef, entropy_coef)
-        g16, loss16 = gradient(shadow, obs, actions, targets, value_coef, entropy_coef)
+        model.bf16 = True  # the same weights, under bf16 autocast
+        try:
+            g16, loss16 = gradient(model, obs, actions, targets, value_coef, entropy_coef)
+        finally:
+            model.bf16 = False
+        stats = real_update(model, optimizer, obs, actions, targets, lr, value_coef, entropy_coef, *rest)
+        # The fp32 gradient is still in .grad after the step, clipped: a positive multiple of
+        # the unclipped one (same cosine); its norm before the clip is in the stats.
+        g32 = torch.cat([p.grad.flatten() for p in model.parameters()])
         rows.append({"cosine": float(torch.nn.functional.cosine_similarity(g32, g16, dim=0)),
-                     "norm_ratio": float(g16.norm() / g32.norm()),
-                     "loss_diff": abs(loss16 - loss32) / max(abs(loss32), 1e-12)})
-        return real_update(model, optimizer, obs, actions, targets, lr, value_coef, entropy_coef, *rest)
+                     "norm_ratio": float(g16.norm()) / stats["grad_norm"],
+                     "loss_diff": abs(loss16 - stats["loss"]) / max(abs(stats["loss"]), 1e-12)})
+        return stats
 
     trainer_module.update = probed_update
     with tempfile.TemporaryDirectory() as tmp:
