@@ -39,6 +39,7 @@ class FakeSnapshot:
     hparams: Mapping[str, float]
     metrics: Mapping[str, Any]
     time: float = T0
+    evaluation: Mapping[str, Any] = MappingProxyType({})
 
     @property
     def eta(self) -> float:
