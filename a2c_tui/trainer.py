@@ -347,7 +347,7 @@ class Trainer:
         self.step += batch * self.world_size  # the step counter and the lr schedule count every rank's envs
         self.updates += 1
         # targets, forward/backward and the optimizer; on a GPU this includes the stats' one sync
-        stats.update(self.phase_times, time_update=time.perf_counter() - collected)
+        self.phase_times["time_update"] = time.perf_counter() - collected
         return stats
 
     # ----- the loop -------------------------------------------------------------------
@@ -481,7 +481,7 @@ class Trainer:
             self._fail(f"training failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
             return
         self.elapsed += time.perf_counter() - started
-        self._pending_stats.append(stats)
+        self._pending_stats.append({**stats, **self.phase_times})
         if self.updates % self.config.run.log_every == 0:
             try:
                 self._write_record()
