@@ -123,6 +123,7 @@ class PeriodicJob:
     updates: int
     payload: dict[str, Any]  # a checkpoint's payload of that state: saved if the evaluation makes it the best
     started: float = field(default_factory=time.monotonic)
+    seconds: float = 0.0  # how long it took
     result: dict[str, Any] | None = None
     error: str | None = None
     cancelled: bool = False
@@ -175,6 +176,7 @@ class PeriodicEvaluation:
             job.cancelled = True
         except Exception as e:  # noqa: BLE001 - told to the user by done(); training goes on
             job.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        job.seconds = time.monotonic() - job.started
         if job.result is None:
             job.payload = {}  # only a finished evaluation's state may be saved
         self.done(job)

@@ -90,7 +90,7 @@ class Trainer:
     def __init__(self, config: Config, run_dir: str | Path | None = None, resume: str | Path | None = None,
                  tensorboard: bool = True, resume_overrides: dict[str, Any] | None = None):
         """`resume` continues a run with its saved config; `resume_overrides` may change its
-        config.RESUME_KEYS (threads, device, checkpoint cadence), nothing else. On ranks other
+        config.RESUME_KEYS (threads, device, checkpoint and evaluation cadence), nothing else. On ranks other
         than 0 both are ignored: the config, weights and counters come from rank 0."""
         self.group = distributed.join()
         self.rank = self.group.rank if self.group is not None else 0
@@ -531,14 +531,16 @@ class Trainer:
         self._submit(lambda: self._record_evaluation(job))
 
     def _record_evaluation(self, job: PeriodicJob) -> None:
+        if job.cancelled:
+            self._event("info", f"evaluation of step {job.step:,} cancelled")
+            return
         if job.result is None:
-            self._event("info" if job.cancelled else "error", f"evaluation of step {job.step:,} "
-                                                              f"{'cancelled' if job.cancelled else 'failed: ' + str(job.error)}")
+            self._event("error", f"evaluation of step {job.step:,} failed: {job.error}; training goes on")
             return
         result = job.result
         record = {"step": job.step, "updates": job.updates, "time": time.time(), "eval_score": result["mean"],
                   "eval_score_std": result["std"], "eval_games": result["episodes"],
-                  "eval_game_length": result["mean_length"], "eval_seconds": time.monotonic() - job.started}
+                  "eval_game_length": result["mean_length"], "eval_seconds": job.seconds}
         self._last_evaluation = MappingProxyType(record)
         try:
             self.metrics.write(record, scalars={"eval/score": result["mean"], "eval/score_std": result["std"]})

@@ -229,3 +229,23 @@ def test_the_time_split_reads_as_shares_of_an_update():
     assert time_split({**record, "gpu_memory_gib": 1.25, "gpu_memory_max_reserved_gib": 3.5,
                        "gpu_utilization": 87.0}).endswith(" │ GPU 1.2/3.5 GiB │ busy 87%")
     assert time_split({"score": 1.0}) == ""  # a record from before this change
+
+
+def test_a_failing_evaluation_is_told_and_training_goes_on(tmp_path):
+    trainer, _, events = trainer_with(tmp_path)
+
+    def broken(config, weights, **options):
+        raise MemoryError("no room for 4 more envs")
+
+    trainer.evaluations._run = broken
+    try:
+        for _ in range(3):
+            trainer._one_update()
+        wait_until(lambda: not trainer.evaluations.busy, 10, "the evaluation's thread to end")
+        trainer._run_commands()
+        assert "evaluation of step 30 failed: MemoryError: no room for 4 more envs; training goes on" in events
+        trainer._one_update()
+        assert trainer.step == 40 and not trainer.snapshot().evaluation
+        assert "best_by" not in ckpt.read_index(trainer.run_dir)
+    finally:
+        close(trainer)
