@@ -519,8 +519,7 @@ class Trainer:
         running = self.evaluations.job
         if self.evaluations.busy:
             self.evaluations.reset(self.step)
-            self._event("info", f"evaluation at step {self.step:,} skipped: the one of step {running.step:,} is "
-                                f"still running")
+            self._event("info", f"evaluation at step {self.step:,} skipped: the one of {running.step:,} still runs")
             return
         # A copy: on the CPU the payload's tensors are the live weights, which the next update changes.
         self.evaluations.start(self.step, self.updates, copy.deepcopy(self._payload()))
@@ -547,8 +546,8 @@ class Trainer:
         except OSError as e:
             self._event("error", f"evaluation record not written ({e.strerror or e}); training goes on")
         best = self._keep_if_best(job)
-        self._event("info", f"evaluation of step {job.step:,}: mean {result['mean']:.1f} ± {result['std']:.1f} over "
-                            f"{result['episodes']} games{' — the best so far: best.pt' if best else ''}")
+        self._event("info", f"evaluation of step {job.step:,}: {result['mean']:.1f} ± {result['std']:.1f} over "
+                            f"{result['episodes']} games{' — new best.pt' if best else ''}")
         self._publish(force=True)
 
     def _keep_if_best(self, job: PeriodicJob) -> bool:
