@@ -38,7 +38,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="override one config key, e.g. --set algo.lr=3e-4 (repeatable)")
     p.add_argument("--resume", metavar="RUN_OR_CKPT",
                    help="continue a run: its directory (its newest valid checkpoint) or a checkpoint file; "
-                        "--set may then change only threads, device and checkpoint cadence")
+                        "--set may then change only threads, device, checkpoint and evaluation cadence")
 
 
 def build_parser() -> Parser:

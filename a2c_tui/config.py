@@ -54,6 +54,8 @@ class RunConfig:
     log_every: int = 100  # updates between diagnostics records
     torch_threads: int = 0  # 0 = choose from the core count (see trainer.choose_threads)
     out_dir: str = "checkpoints"
+    eval_every: int = 0  # agent steps between evaluations beside training (0 = none)
+    eval_episodes: int = 10  # whole games in each of those evaluations
 
 
 @dataclass
@@ -102,8 +104,8 @@ LIVE_KEYS = ("lr", "entropy_coef", "value_coef", "max_grad_norm", "gamma")
 
 # How a run uses the machine, not what it learns: the only keys `--set` may change when a
 # run is resumed (e.g. on a bigger box). Everything else comes from the checkpoint.
-RESUME_KEYS = ("run.device", "run.precision", "run.torch_threads", "env.num_threads", "run.checkpoint_every", "run.keep_last",
-               "run.log_every")
+RESUME_KEYS = ("run.device", "run.precision", "run.torch_threads", "env.num_threads", "run.checkpoint_every",
+               "run.keep_last", "run.log_every", "run.eval_every", "run.eval_episodes")
 
 
 def _check_range(key: str, value: Any) -> None:
@@ -134,6 +136,10 @@ def _check_range(key: str, value: Any) -> None:
             need(value >= 1, "an integer >= 1")
         case "run.keep_last":
             need(value >= 1, "an integer >= 1")
+        case "run.eval_every":
+            need(0 <= value <= 2**62, "an integer >= 0 (0 = no evaluations)")
+        case "run.eval_episodes":
+            need(1 <= value <= 10_000, "an integer from 1 to 10000")
         case "run.torch_threads" | "env.num_threads":
             need(0 <= value <= 1024, "an integer from 0 to 1024 (0 = automatic)")
         case "run.out_dir":

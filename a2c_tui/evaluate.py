@@ -11,7 +11,8 @@ with at most one game's tail (a fixed share per env would wait for the unluckies
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -56,11 +57,11 @@ def summarize(scores: list[float], lengths: list[int]) -> dict[str, Any]:
 def evaluate(config: Config, weights: dict[str, torch.Tensor], episodes: int = 100, num_envs: int = 8,
              greedy: bool = False, seed: int = EVAL_SEED, device: str | torch.device = "cpu",
              progress: Callable[[EvalProgress], None] | None = None,
-             cancel: threading.Event | None = None) -> dict[str, Any]:
+             cancel: threading.Event | None = None, num_threads: int | None = None) -> dict[str, Any]:
     """Play `episodes` whole games with the given weights; returns summarize(...) plus settings.
 
     Games are capped by env.max_episode_frames (108,000 frames = 30 minutes of play).
-    Raises Cancelled if `cancel` is set.
+    Raises Cancelled if `cancel` is set. `num_threads`: ALE's threads (None: env.num_threads).
     """
     if episodes < 1 or num_envs < 1:
         raise ValueError("episodes and envs must be >= 1")
@@ -69,7 +70,8 @@ def evaluate(config: Config, weights: dict[str, torch.Tensor], episodes: int = 1
         raise ConfigError(f"an evaluation on {num_envs:,} envs is not allowed: at most {MAX_ENVS} (as env.num_envs)")
     env = config.env
     memory.check_evaluation(env.id, num_envs)
-    envs = make_envs(env.id, num_envs, seed=seed, num_threads=env.num_threads, noop_max=env.noop_max,
+    threads = env.num_threads if num_threads is None else num_threads
+    envs = make_envs(env.id, num_envs, seed=seed, num_threads=threads, noop_max=env.noop_max,
                      max_episode_frames=env.max_episode_frames, clip_rewards=False, life_loss=False)
     try:
         with torch.random.fork_rng(devices=[]):  # the init's draws must not move the trainer's stream
@@ -110,3 +112,78 @@ def evaluate(config: Config, weights: dict[str, torch.Tensor], episodes: int = 1
     result.update(greedy=greedy, envs=num_envs, env_id=env.id, seed=seed)
     return result
 
+
+
+PERIODIC_ENVS = 4  # envs of an evaluation beside training: few, on one ALE thread, so training keeps the cores
+
+
+@dataclass
+class PeriodicJob:
+    """One evaluation beside training, of the run's state at `step`."""
+    step: int
+    updates: int
+    payload: dict[str, Any]  # a checkpoint's payload of that state: saved if the evaluation makes it the best
+    started: float = field(default_factory=time.monotonic)
+    seconds: float = 0.0  # how long it took
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    cancelled: bool = False
+
+
+class PeriodicEvaluation:
+    """Evaluations of snapshots of the training weights every `run.eval_every` steps, as SB3's
+    EvalCallback, but in a thread beside training instead of stopping it: at most one at a
+    time (a due one is skipped while the previous runs). `done(job)` is called on the
+    evaluation's thread when it ends, finished, failed or cancelled."""
+
+    def __init__(self, config: Config, step: int, done: Callable[[PeriodicJob], None],
+                 run: Callable[..., dict[str, Any]] = evaluate):
+        self.config = config
+        self.every, self.episodes = config.run.eval_every, config.run.eval_episodes
+        self.done = done
+        self._run = run
+        self.job: PeriodicJob | None = None  # the one in flight
+        self._thread: threading.Thread | None = None
+        self._cancel = threading.Event()
+        self.reset(step)
+
+    def reset(self, step: int) -> None:
+        """The next evaluation is due at the first multiple of eval_every after `step`."""
+        self.next_step = (step // self.every + 1) * self.every
+
+    def due(self, step: int) -> bool:
+        return step >= self.next_step
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, step: int, updates: int, payload: dict[str, Any]) -> PeriodicJob:
+        """Evaluate `payload`'s weights in a thread (check `busy` first)."""
+        assert not self.busy, "one evaluation at a time"
+        self.reset(step)
+        job = self.job = PeriodicJob(step, updates, payload)
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._evaluate, args=(job, self._cancel), name="periodic-evaluation",
+                                        daemon=True)
+        self._thread.start()
+        return job
+
+    def _evaluate(self, job: PeriodicJob, cancel: threading.Event) -> None:
+        try:
+            job.result = self._run(self.config, job.payload["model"], episodes=self.episodes,
+                                   num_envs=PERIODIC_ENVS, num_threads=1, cancel=cancel)
+        except Cancelled:
+            job.cancelled = True
+        except Exception as e:  # noqa: BLE001 - told to the user by done(); training goes on
+            job.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        job.seconds = time.monotonic() - job.started
+        if job.result is None:
+            job.payload = {}  # only a finished evaluation's state may be saved
+        self.done(job)
+
+    def cancel(self, timeout: float = 10.0) -> None:
+        """End the evaluation in flight (at its next step) and wait until its envs are closed."""
+        self._cancel.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)

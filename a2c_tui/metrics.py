@@ -70,11 +70,12 @@ class MetricsSink:
                 raise files.RefusedFile(f"{str(tb)!r} is not a directory of this run; it is not written into")
             self._writer = SummaryWriter(str(tb), flush_secs=30, max_queue=1000)
 
-    def write(self, record: dict[str, Any]) -> None:
-        """Raises OSError when a line cannot be written (disk full); the caller reports it."""
+    def write(self, record: dict[str, Any], scalars: dict[str, float] | None = None) -> None:
+        """Raises OSError when a line cannot be written (disk full); the caller reports it.
+        TensorBoard gets `scalars` (tag: value) or else every number of the record."""
         self._file.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
         step = int(record["step"])
-        for key, value in record.items():
+        for key, value in (record if scalars is None else scalars).items():
             if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                 self._tensorboard().add_scalar(key, value, step)
 
@@ -123,7 +124,7 @@ _NO_TENSORBOARD = _NoTensorBoard()
 class _NoMetrics:
     """The sink of a rank other than 0: rank 0 writes the run's records."""
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, record: dict[str, Any], scalars: dict[str, float] | None = None) -> None:
         pass
 
     def text(self, tag: str, message: str, step: int) -> None:

@@ -88,6 +88,7 @@ class Snapshot:
     hparams: Mapping[str, float]
     metrics: Mapping[str, Any]  # the latest diagnostics record (empty before the first)
     time: float = field(default_factory=time.time)
+    evaluation: Mapping[str, Any] = field(default_factory=dict)  # the latest evaluation beside training's record
 
     @property
     def eta(self) -> float:
@@ -178,7 +179,8 @@ class Disconnected:
 def snapshot_data(snapshot: Snapshot) -> dict[str, Any]:
     # not dataclasses.asdict: it deep-copies, and the mappings are read-only proxies
     data = {f.name: getattr(snapshot, f.name) for f in fields(Snapshot)}
-    data.update(state=State(data["state"]).value, hparams=dict(snapshot.hparams), metrics=dict(snapshot.metrics))
+    data.update(state=State(data["state"]).value, hparams=dict(snapshot.hparams), metrics=dict(snapshot.metrics),
+                evaluation=dict(snapshot.evaluation))
     return data
 
 
@@ -199,7 +201,7 @@ def snapshot_from(data: Any) -> Snapshot:
                 value = State(value)
             except ValueError:
                 raise ProtocolError(f"snapshot state {str(value)[:20]!r} is unknown") from None
-        elif f.name in ("hparams", "metrics"):
+        elif f.name in ("hparams", "metrics", "evaluation"):
             if not isinstance(value, dict):
                 raise ProtocolError(f"snapshot {f.name} is not an object")
             value = MappingProxyType(value)

@@ -7,6 +7,9 @@ Progress flows out as immutable `Snapshot`s and `Event`s to subscribers. No UI i
 
 from __future__ import annotations
 
+import copy
+import functools
+import importlib.util
 import json
 import math
 import os
@@ -27,6 +30,7 @@ from a2c_tui import distributed, files, memory
 from a2c_tui.a2c import NonFiniteError, make_optimizer, scheduled_lr, update
 from a2c_tui.config import LIVE_KEYS, Config, ConfigError, check_resume_overrides, check_value, from_dict, to_toml
 from a2c_tui.envs import is_atari, make_envs
+from a2c_tui.evaluate import PeriodicEvaluation, PeriodicJob
 from a2c_tui.metrics import NO_METRICS, MetricsSink, ScoreWindow, read_jsonl, score_line
 from a2c_tui.model import ActorCritic, act, resolve_precision
 from a2c_tui.protocol import Event, Snapshot, State
@@ -86,7 +90,7 @@ class Trainer:
     def __init__(self, config: Config, run_dir: str | Path | None = None, resume: str | Path | None = None,
                  tensorboard: bool = True, resume_overrides: dict[str, Any] | None = None):
         """`resume` continues a run with its saved config; `resume_overrides` may change its
-        config.RESUME_KEYS (threads, device, checkpoint cadence), nothing else. On ranks other
+        config.RESUME_KEYS (threads, device, checkpoint and evaluation cadence), nothing else. On ranks other
         than 0 both are ignored: the config, weights and counters come from rank 0."""
         self.group = distributed.join()
         self.rank = self.group.rank if self.group is not None else 0
@@ -186,6 +190,9 @@ class Trainer:
             raise
         self._pending_stats: list[dict[str, float]] = []
         self._last_record: Mapping[str, Any] = MappingProxyType({})
+        self._last_evaluation: Mapping[str, Any] = MappingProxyType({})  # the latest evaluation beside training
+        self.evaluations = (PeriodicEvaluation(config, self.step, self._evaluation_ended)
+                            if self.is_rank0 and config.run.eval_every else None)
         self._rate = (time.perf_counter(), self.step, 0.0)  # for steps/s between records
 
         self._lock = threading.Condition()
@@ -289,11 +296,16 @@ class Trainer:
     def collect(self) -> None:
         """n_steps x num_envs transitions into self.rollout; ends with v(s_T) in last_values."""
         rollout, gamma = self.rollout, self.hparams["gamma"]
+        acting = stepping = 0.0  # seconds in the network and in the envs (the act phase syncs a GPU: .cpu())
         for t in range(rollout.n_steps):
+            started = time.perf_counter()
             obs_t = rollout.obs[t]
             obs_t.copy_(torch.from_numpy(self.obs), non_blocking=True)
             policy = act(self.model, obs_t)
+            acted = time.perf_counter()
             step = self.envs.step(policy.actions)
+            stepped = time.perf_counter()
+            acting, stepping = acting + acted - started, stepping + stepped - acted
             rewards = step.rewards
             if step.truncated.any():
                 # A time limit is not a death: bootstrap from the final observation's value.
@@ -302,6 +314,7 @@ class Trainer:
                 final = torch.as_tensor(np.asarray(step.final_obs)[index], device=self.device)
                 with torch.inference_mode():
                     rewards[index] += gamma * self.model(final)[1].cpu().numpy()
+                acting += time.perf_counter() - stepped
             rollout.actions[t].copy_(torch.from_numpy(policy.actions))
             rollout.values[t].copy_(policy.values)
             rollout.rewards[t].copy_(torch.from_numpy(rewards))
@@ -312,13 +325,16 @@ class Trainer:
                 else:  # every rank's games reach the window at the next exchange
                     self._unsent_games.append((score, length))
             self.obs = step.obs
+        started = time.perf_counter()
         with torch.inference_mode():
             obs = torch.as_tensor(self.obs, device=self.device)
             self.last_values = self.model(obs)[1]
+        self.phase_times = {"time_env": stepping, "time_act": acting + time.perf_counter() - started}
 
     def train_update(self) -> dict[str, float]:
         """Collect one rollout and take one gradient step; returns that update's stats."""
         self.collect()
+        collected = time.perf_counter()
         rollout, hp = self.rollout, self.hparams
         rewards = rollout.rewards.to(self.device, non_blocking=True)
         dones = rollout.dones.to(self.device, non_blocking=True)
@@ -332,6 +348,8 @@ class Trainer:
                        self.group.average_gradients if self.group is not None else None)
         self.step += batch * self.world_size  # the step counter and the lr schedule count every rank's envs
         self.updates += 1
+        # targets, forward/backward and the optimizer; on a GPU this includes the stats' one sync
+        self.phase_times["time_update"] = time.perf_counter() - collected
         return stats
 
     # ----- the loop -------------------------------------------------------------------
@@ -367,6 +385,8 @@ class Trainer:
         finally:
             self._looping = False
             self._run_commands()  # whatever was queued meanwhile still gets its answer
+            if self.evaluations is not None:
+                self.evaluations.cancel()  # its envs are closed before the process ends (no nanobind leak)
             self.metrics.close()
             self.envs.close()
 
@@ -463,7 +483,7 @@ class Trainer:
             self._fail(f"training failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
             return
         self.elapsed += time.perf_counter() - started
-        self._pending_stats.append(stats)
+        self._pending_stats.append({**stats, **self.phase_times})
         if self.updates % self.config.run.log_every == 0:
             try:
                 self._write_record()
@@ -476,6 +496,8 @@ class Trainer:
         since = self.step - max(self.last_checkpoint_step, self._failed_checkpoint_step)
         if since >= self.config.run.checkpoint_every and self._save_checkpoint(reason="periodic") is None:
             self._failed_checkpoint_step = self.step
+        if self.evaluations is not None and self.evaluations.due(self.step):
+            self._start_evaluation()
         self._publish()
 
     def _write_record(self) -> None:
@@ -489,9 +511,64 @@ class Trainer:
         record.update(score=self.scores.mean_score(), game_length=self.scores.mean_length(),
                       games=self.scores.games, steps_per_sec=steps_per_sec, **{
                           f"hp_{k}": v for k, v in self.hparams.items() if k != "lr"})
+        record.update(device_usage(self.device))
         self._pending_stats.clear()
         self._last_record = MappingProxyType(record)
         self.metrics.write(record)
+
+    # ----- evaluations beside training (rank 0) -----------------------------------------
+    def _start_evaluation(self) -> None:
+        running = self.evaluations.job
+        if self.evaluations.busy:
+            self.evaluations.reset(self.step)
+            self._event("info", f"evaluation at step {self.step:,} skipped: the one of {running.step:,} still runs")
+            return
+        # A copy: on the CPU the payload's tensors are the live weights, which the next update changes.
+        self.evaluations.start(self.step, self.updates, copy.deepcopy(self._payload()))
+        self._event("info", f"evaluating step {self.step:,} beside training ({self.evaluations.episodes} games)")
+
+    def _evaluation_ended(self, job: PeriodicJob) -> None:
+        """On the evaluation's thread: the record is written between updates, as every record."""
+        self._submit(lambda: self._record_evaluation(job))
+
+    def _record_evaluation(self, job: PeriodicJob) -> None:
+        if job.cancelled:
+            self._event("info", f"evaluation of step {job.step:,} cancelled")
+            return
+        if job.result is None:
+            self._event("error", f"evaluation of step {job.step:,} failed: {job.error}; training goes on")
+            return
+        result = job.result
+        record = {"step": job.step, "updates": job.updates, "time": time.time(), "eval_score": result["mean"],
+                  "eval_score_std": result["std"], "eval_games": result["episodes"],
+                  "eval_game_length": result["mean_length"], "eval_seconds": job.seconds}
+        self._last_evaluation = MappingProxyType(record)
+        try:
+            self.metrics.write(record, scalars={"eval/score": result["mean"], "eval/score_std": result["std"]})
+        except OSError as e:
+            self._event("error", f"evaluation record not written ({e.strerror or e}); training goes on")
+        best = self._keep_if_best(job)
+        self._event("info", f"evaluation of step {job.step:,}: {result['mean']:.1f} ± {result['std']:.1f} over "
+                            f"{result['episodes']} games{' — new best.pt' if best else ''}")
+        self._publish(force=True)
+
+    def _keep_if_best(self, job: PeriodicJob) -> bool:
+        """best.pt follows the evaluations once there are any: the evaluated state becomes
+        step_<N>.pt (unless it is one already) with its result beside it."""
+        index, mean = ckpt.read_index(self.run_dir), job.result["mean"]
+        if index.get("best_by") == "eval" and mean <= index.get("best_value", -math.inf):
+            return False
+        path = self.run_dir / f"step_{job.step}.pt"
+        try:
+            if not path.exists():
+                ckpt.save(path, job.payload)
+                ckpt.update_index(self.run_dir, {"files": {path.name: {"step": job.step, "score": job.payload["score"],
+                                                                        "time": time.time()}}})
+            saved = ckpt.record_evaluation(path, {**job.result, "source": path.name, "step": job.step})
+        except (OSError, ckpt.CheckpointError) as e:
+            self._event("error", f"best.pt not updated: {path.name} not written ({getattr(e, 'strerror', None) or e})")
+            return False
+        return saved is not None
 
     def _fail(self, message: str) -> None:
         with self._lock:
@@ -545,6 +622,9 @@ class Trainer:
         path, payload, skipped = ckpt.load_usable(path)
         ckpt.check_compatible(payload, self.config.env.id, self.envs.n_actions, self.envs.observation_shape, path)
         self._restore(payload, path.name)
+        if self.evaluations is not None:  # the weights it evaluates are not this run's any more
+            self.evaluations.cancel()
+            self.evaluations.reset(self.step)
         self._loads += 1
         self.obs = self.envs.reset()
         self._rate = (time.perf_counter(), self.step, 0.0)
@@ -612,6 +692,8 @@ class Trainer:
             if was in (State.STOPPED, State.FINISHED) or self._job_lost:
                 return None
             self._state = State.STOPPED
+        if self.evaluations is not None:
+            self.evaluations.cancel()
         path = self._save_checkpoint(reason="stop") if self.step > 0 and was != State.ERROR else None
         self._event("info", "stopped")
         self._publish(force=True)
@@ -673,6 +755,7 @@ class Trainer:
             total_steps=self.config.run.total_steps, updates=self.updates, elapsed=self.elapsed,
             steps_per_sec=self._rate[2], score=self.scores.mean_score(), games=self.scores.games,
             hparams=MappingProxyType({**self.hparams, "lr": self.current_lr()}), metrics=self._last_record,
+            evaluation=self._last_evaluation,
         )
 
     def _publish(self, force: bool = False) -> None:
@@ -728,6 +811,26 @@ def _check_room_for_a_checkpoint(run_dir: Path, model: torch.nn.Module) -> None:
     if free < need:
         raise ConfigError(f"not enough disk space for a checkpoint in {existing}: {free / 2**20:.1f} MiB free, "
                           f"{need / 2**20:.1f} MiB needed")
+
+
+@functools.cache
+def _has_nvml() -> bool:
+    return importlib.util.find_spec("pynvml") is not None  # torch.cuda.utilization needs it (nvidia-ml-py)
+
+
+def device_usage(device: torch.device, cuda: Any = torch.cuda) -> dict[str, float]:
+    """A GPU's memory in use and reserved at most (GiB), and its utilisation (%) when NVML is
+    there; nothing on a CPU."""
+    if device.type != "cuda":
+        return {}
+    usage = {"gpu_memory_gib": cuda.memory_allocated(device) / 2**30,
+             "gpu_memory_max_reserved_gib": cuda.max_memory_reserved(device) / 2**30}
+    if _has_nvml():
+        try:
+            usage["gpu_utilization"] = float(cuda.utilization(device))
+        except Exception:  # noqa: BLE001 - NVML cannot read this device (a MIG slice, a container): no figure
+            pass
+    return usage
 
 
 def _skipped_note(skipped: list[str]) -> str:

@@ -31,6 +31,7 @@ BIN = str(Path(sys.executable).with_name("a2c-tui"))
 def steps_per_sec(run_root: Path, warmup: float) -> float:
     (metrics,) = run_root.glob("*/metrics.jsonl")
     records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    records = [r for r in records if "eval_score" not in r]  # an evaluation's record has its snapshot's step
     start = records[0]["time"] + warmup
     window = [r for r in records if r["time"] >= start]
     if len(window) < 2 or window[-1]["time"] <= window[0]["time"]:

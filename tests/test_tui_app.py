@@ -762,3 +762,42 @@ async def test_each_sparkline_says_which_steps_it_spans(fake):
         fake.emit(fake.snapshot())
         await until(pilot, lambda: app.query_one("#metric-entropy .metric-steps").text == "800–49.6k",
                     what="the span to follow the run")
+
+
+@sync
+async def test_evaluations_beside_training_and_the_time_split_reach_the_metrics_pane(smoke, attach):
+    import copy
+
+    from a2c_tui.evaluate import PeriodicJob, summarize
+
+    app = A2CApp(attach(smoke), paused=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.snapshot is not None, what="first snapshot")
+        row = app.query_one("#metric-eval_score")
+        assert row.stats.split()[0] == "-" and app.query_one("#metrics-time").text == ""
+        trainer = smoke.trainer
+
+        def train_and_evaluate() -> None:  # what the loop does, on the training thread
+            for _ in range(trainer.config.run.log_every):
+                trainer._one_update()
+            job = PeriodicJob(trainer.step, trainer.updates, copy.deepcopy(trainer._payload()))
+            job.result = summarize([100.0, 200.0, 300.0], [500, 600, 700])
+            trainer._record_evaluation(job)
+
+        trainer._submit(train_and_evaluate).result(timeout=60)
+        await until(pilot, lambda: row.stats.split()[0] == "200", what="the evaluation's sparkline")
+        assert row.query_one(".metric-steps").text == f"{trainer.step}–{trainer.step}"
+        assert app.query_one("#metrics-time").text.startswith("time/update ")
+        assert "· act " in app.query_one("#metrics-time").text
+
+
+@sync
+async def test_evaluation_records_in_the_history_do_not_disturb_the_training_curves(fake):
+    app = A2CApp(fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.1)
+        spans = {row.key: row.query_one(".metric-steps").text for row in app.query("MetricRow")}
+        assert spans["score"] == "800–48.0k" and spans["eval_score"] == "6,400–44.8k"
+        pane = app.metrics_pane
+        assert len(pane.history.recent) == 60 and len(pane.evaluations.recent) == 7
+        assert app.query_one("#metrics-time").text == "time/update 100 ms: env 31% · act 24% · update 45%"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import threading
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
@@ -39,6 +39,7 @@ class FakeSnapshot:
     hparams: Mapping[str, float]
     metrics: Mapping[str, Any]
     time: float = T0
+    evaluation: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def eta(self) -> float:
@@ -62,7 +63,14 @@ def record(i: int) -> dict[str, Any]:
     wave = math.sin(i / 7.0)
     return {"step": 800 * i, "updates": 10 * i, "score": 150 + 3 * i + 20 * wave, "r2": min(0.9, 0.02 * i),
             "grad_norm": 0.5 + 0.2 * wave, "entropy": 1.79 - 0.004 * i, "value_loss": 0.05 + 0.01 * wave,
-            "policy_loss": -0.01 * wave, "steps_per_sec": 1000 + 30 * wave, "advantage_std": 0.2 + 0.05 * wave}
+            "policy_loss": -0.01 * wave, "steps_per_sec": 1000 + 30 * wave, "advantage_std": 0.2 + 0.05 * wave,
+            "time_env": 0.031, "time_act": 0.024, "time_update": 0.045}
+
+
+def eval_record(i: int) -> dict[str, Any]:
+    """An evaluation beside training of the state of record i's step."""
+    return {"step": 800 * i, "updates": 10 * i, "eval_score": 140 + 4 * i + 30 * math.cos(i / 5.0),
+            "eval_score_std": 60.0, "eval_games": 10}
 
 
 class FakeHandle:
@@ -98,7 +106,14 @@ class FakeHandle:
             metrics=MappingProxyType(dict(last)))
 
     def history(self) -> list[dict[str, Any]]:
-        return list(self.records[:-1])
+        """As metrics.jsonl holds them: an evaluation's record comes a few records after its step."""
+        records = []
+        for record in self.records[:-1]:
+            records.append(record)
+            i = record["step"] // 800 - 3
+            if i > 0 and i % 8 == 0:
+                records.append(eval_record(i))
+        return records
 
     # --- the trainer's side ---
     def emit(self, item: Any) -> None:

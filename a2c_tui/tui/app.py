@@ -202,6 +202,7 @@ class A2CApp(App[int]):
         self.snapshot = snapshot
         self.status.show(snapshot)
         self.metrics_pane.add(snapshot.metrics)
+        self.metrics_pane.add(snapshot.evaluation)
         self.hparams_pane.show(snapshot)
         state = state_name(snapshot.state)
         if previous is not None and state != previous and state == FINISHED:

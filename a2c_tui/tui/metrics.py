@@ -1,4 +1,5 @@
-"""Metrics pane: a sparkline with current, min and max for each training diagnostic.
+"""Metrics pane: a sparkline with current, min and max for each training diagnostic and for
+the evaluations beside training, and where an update's time goes.
 
 Series are kept in bounded buffers: the recent window is a deque of the last records, the
 whole run is a list thinned to every 2nd, 4th, ... record so it never grows past a bound.
@@ -22,6 +23,7 @@ from a2c_tui.tui.messages import fmt_number, fmt_steps
 # (record key, label, main) — main rows get taller sparklines.
 METRICS = (
     ("score", "last-100 score", True),
+    ("eval_score", "eval score", True),  # evaluations beside training (run.eval_every): records of their own
     ("r2", "R² (value)", True),
     ("grad_norm", "grad norm", True),
     ("entropy", "entropy", False),
@@ -30,6 +32,7 @@ METRICS = (
     ("steps_per_sec", "steps/s", False),
     ("advantage_std", "advantage std", False),
 )
+EVALUATION_KEYS = ("step", "eval_score")
 RECENT = 300  # records in the "recent" window
 WHOLE_MAX = 1000  # points kept for the whole run
 
@@ -76,6 +79,31 @@ class MetricHistory:
 
     def clear(self) -> None:
         self.__init__(self.keys, self.recent.maxlen or RECENT, self.whole_max)
+
+
+def is_evaluation(record: Mapping[str, Any]) -> bool:
+    """metrics.jsonl holds diagnostics records and, between them, evaluation records."""
+    return "eval_score" in record
+
+
+PHASES = (("time_env", "env"), ("time_act", "act"), ("time_update", "update"))
+
+
+def time_split(record: Mapping[str, Any]) -> str:
+    """Where an update's time goes, and a GPU's memory and load: "time/update 61 ms: env 31% · act 24% · update 45%"."""
+    seconds = [_as_float(record.get(key)) for key, _ in PHASES]
+    if not all(math.isfinite(s) for s in seconds) or sum(seconds) <= 0:
+        return ""
+    total = sum(seconds)
+    parts = [f"time/update {total * 1000:.0f} ms: " + " · ".join(
+        f"{name} {s / total:.0%}" for (_, name), s in zip(PHASES, seconds))]
+    memory, reserved = _as_float(record.get("gpu_memory_gib")), _as_float(record.get("gpu_memory_max_reserved_gib"))
+    if math.isfinite(memory):
+        parts.append(f"GPU {memory:.1f}/{reserved:.1f} GiB")
+    utilization = _as_float(record.get("gpu_utilization"))
+    if math.isfinite(utilization):
+        parts.append(f"busy {utilization:.0f}%")
+    return " │ ".join(parts)
 
 
 def _as_float(value: Any) -> float:
@@ -187,8 +215,10 @@ class MetricRow(Horizontal):
 class MetricsPane(Vertical):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.history = MetricHistory(("step", *(key for key, _, _ in METRICS)))
+        self.history = MetricHistory(("step", *(key for key, _, _ in METRICS if key not in EVALUATION_KEYS)))
+        self.evaluations = MetricHistory(EVALUATION_KEYS)  # thinned apart: one every 30+ records
         self.whole_run = False
+        self._last_time_split = ""
         self.shown = True  # the app says when its tab is hidden: then records are only stored
         self._stale = False
 
@@ -196,6 +226,7 @@ class MetricsPane(Vertical):
         with Horizontal(id="metrics-header"):
             yield Cell(self._header(), id="metrics-window")
             yield Static(f"{'now':>9} {'min':>9} {'max':>9}", classes="metric-stats")
+        yield Cell("", id="metrics-time")
         for key, label, main in METRICS:
             yield MetricRow(key, label, main)
 
@@ -207,10 +238,11 @@ class MetricsPane(Vertical):
     def on_mount(self) -> None:
         self._rows = list(self.query(MetricRow))
         self._window = self.query_one("#metrics-window", Cell)
+        self._time = self.query_one("#metrics-time", Cell)
         self.redraw()
 
     def on_resize(self) -> None:
-        header = self.query_one("#metrics-header").outer_size.height
+        header = self.query_one("#metrics-header").outer_size.height + self._time.outer_size.height
         mains = sum(row.has_class("main") for row in self._rows)
         main, other = row_heights(self.content_size.height - header, mains, len(self._rows) - mains)
         for row in self._rows:
@@ -219,12 +251,21 @@ class MetricsPane(Vertical):
     def seed(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Records written before the app opened (a resumed run)."""
         for record in records:
-            self.history.add(record)
+            self._take(record)
         self.redraw()
 
     def add(self, record: Mapping[str, Any]) -> None:
-        if self.history.add(record):
+        """A diagnostics or evaluation record (the same record again is ignored)."""
+        if self._take(record):
             self.redraw()
+
+    def _take(self, record: Mapping[str, Any]) -> bool:
+        if is_evaluation(record):
+            return self.evaluations.add(record)
+        if not self.history.add(record):
+            return False
+        self._last_time_split = time_split(record)
+        return True
 
     def toggle_window(self) -> None:
         self.whole_run = not self.whole_run
@@ -232,6 +273,8 @@ class MetricsPane(Vertical):
 
     def reset(self) -> None:
         self.history.clear()
+        self.evaluations.clear()
+        self._last_time_split = ""
         self.redraw()
 
     def set_shown(self, shown: bool) -> None:
@@ -245,5 +288,7 @@ class MetricsPane(Vertical):
             return
         self._stale = False
         self._window.set(self._header())
+        self._time.set(self._last_time_split)
         for row in self._rows:
-            row.show(self.history.series(row.key, self.whole_run), self.history.span(row.key, self.whole_run))
+            history = self.evaluations if row.key in EVALUATION_KEYS else self.history
+            row.show(history.series(row.key, self.whole_run), history.span(row.key, self.whole_run))
