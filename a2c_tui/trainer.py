@@ -263,9 +263,9 @@ class Trainer:
         env = self.config.env
         cores = self.group.cores_per_rank if self.group is not None else 0
         groups = env_groups(self.config, self.device, cores or os.cpu_count() or 1)
-        return make_envs(env.id, env.num_envs, seed=seed + self.rank * env.num_envs, num_threads=env.num_threads or cores,
-                         noop_max=env.noop_max, max_episode_frames=env.max_episode_frames,
-                         clip_rewards=env.clip_rewards, groups=groups)
+        return make_envs(env.id, env.num_envs, seed=seed + self.rank * env.num_envs,
+                         num_threads=env.num_threads or cores, noop_max=env.noop_max,
+                         max_episode_frames=env.max_episode_frames, clip_rewards=env.clip_rewards, groups=groups)
 
     def _from_rank0(self, value: Any) -> Any:
         """rank 0's `value` on every rank; rank 0's failure (shared by __init__) raised on every rank."""
