@@ -62,13 +62,17 @@ def test_overlapped_env_groups_and_staged_obs_fill_the_same_rollout(tmp_path):
 def test_overlap_steps_one_group_while_the_network_acts_for_the_other(tmp_path):
     trainer = Trainer(load_config("smoke", tmp_path, "env.overlap=on"), tensorboard=False)
     calls: list[str] = []
+
+    def logged(fn, what):
+        def call(*args):
+            calls.append(what(*args))
+            return fn(*args)
+        return call
+
     for name, group in zip("AB", trainer.envs.groups):
-        def logged(fn, what):
-            return lambda *args: (calls.append(what), fn(*args))[1]
-        group.send = logged(group.send, f"send {name}")
-        group.recv = logged(group.recv, f"recv {name}")
-    real_act = trainer._act
-    trainer._act = lambda t, part: (calls.append(f"act {'AB'[part.start > 0]}"), real_act(t, part))[1]
+        group.send = logged(group.send, lambda actions, name=name: f"send {name}")
+        group.recv = logged(group.recv, lambda name=name: f"recv {name}")
+    trainer._act = logged(trainer._act, lambda t, part: f"act {'AB'[part.start > 0]}")
     try:
         trainer.train_update()
     finally:
