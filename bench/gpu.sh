@@ -7,7 +7,9 @@
 #   results.jsonl   one JSON line per figure (bench/gpu_bench.py), summary.md the same as a table:
 #                   env only (16/32/64/128 envs, every core), network only (the trainer's loop
 #                   on fixed frames; fp32 and bf16 x 16/32/64/128 envs = batches 80..640),
-#                   full loop on configs/space_invaders_gpu.toml and its variants
+#                   full loop on configs/space_invaders_gpu.toml and its variants; with each
+#                   trainer figure the ms per update spent acting, waiting for the emulators,
+#                   updating, in ALE's send, and the rest
 #   run/            metrics.jsonl and config.toml of a SpaceInvaders run on the preset for the
 #                   minutes left (checkpoints stay on the box)
 #   logs/           each stage's output; stages.txt: each stage's exit code and seconds

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from a2c_tui import config as cfg
+from a2c_tui import trainer as trainer_module
 from a2c_tui.envs import EnvGroups, Step
 from a2c_tui.trainer import Trainer, compile_parts, resolve_device
 from throughput import bench_env_only, bench_network_only
@@ -70,13 +71,41 @@ def measure_trainer(trainer: Trainer, seconds: float, warmup: float) -> dict:
         updates += 1
     sync()
     warm = time.perf_counter() - started
-    step0, start = trainer.step, time.perf_counter()
+    spent = time_the_parts(trainer)
+    step0, updates0, start = trainer.step, trainer.updates, time.perf_counter()
     while time.perf_counter() - start < seconds:
         trainer.train_update()
     sync()
     elapsed = time.perf_counter() - start
+    per_update = {f"{k}_ms": round(1000 * v / (trainer.updates - updates0), 3) for k, v in spent.items()}
+    per_update["other_ms"] = round(1000 * elapsed / (trainer.updates - updates0) - sum(per_update.values()), 3)
     return {"steps_per_sec": (trainer.step - step0) / elapsed, "updates": trainer.updates, "warmup_s": round(warm, 1),
-            "seconds": round(elapsed, 1)}
+            "seconds": round(elapsed, 1), **per_update}
+
+
+def time_the_parts(trainer: Trainer) -> dict[str, float]:
+    """Seconds spent acting (it waits for the GPU: the actions come back), waiting for the
+    emulators (recv; with env groups only what acting for the other group did not hide) and
+    in the update (it waits for the GPU too); the rest is targets, copies and Python."""
+    spent = {"act": 0.0, "env_wait": 0.0, "update": 0.0, "env_send": 0.0}
+
+    def timing(fn, key: str):
+        def call(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[key] += time.perf_counter() - started
+        return call
+
+    trainer._act = timing(trainer._act, "act")
+    envs = trainer.envs
+    for target, name in ([(g, "recv") for g in envs.groups] if isinstance(envs, EnvGroups) else [(envs, "step")]):
+        setattr(target, name, timing(getattr(target, name), "env_wait"))
+    for group in envs.groups if isinstance(envs, EnvGroups) else []:
+        group.send = timing(group.send, "env_send")  # should return at once: the emulators run in ALE's threads
+    trainer_module.update = timing(trainer_module.update, "update")
+    return spent
 
 
 def describe(trainer: Trainer) -> dict:
@@ -158,15 +187,16 @@ def measure(args: argparse.Namespace) -> None:
 def summary(path: str) -> str:
     records = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()] \
         if Path(path).exists() else []
-    lines = ["| kind | variant | envs | groups | compile | tf32 | precision | steps/s | warm-up s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| kind | variant | envs | groups | compile | tf32 | precision | steps/s | warm-up s | ms per update: "
+             "act / env wait / update / env send / other |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         if "error" in r:
-            lines.append(f"| {r['kind']} | {r.get('name', '')} | | | | | | failed: {r['error'][:160]} | |")
+            lines.append(f"| {r['kind']} | {r.get('name', '')} | | | | | | failed: {r['error'][:160]} | | |")
         elif r.get("kind") in ("env", "net", "net-bare", "loop"):
             lines.append(f"| {r['kind']} | {r.get('name', '')} | {r.get('num_envs', '')} | {r.get('env_groups', '')} | "
                          f"{r.get('compile', '')} | {r.get('tf32', '')} | {r.get('precision', '')} | "
-                         f"{r['steps_per_sec']:,.0f} | {r.get('warmup_s', '')} |")
+                         f"{r['steps_per_sec']:,.0f} | {r.get('warmup_s', '')} | "
+                         f"{' / '.join(str(r[k]) for k in ('act_ms', 'env_wait_ms', 'update_ms', 'env_send_ms', 'other_ms') if k in r)} |")
     return "\n".join(lines)
 
 
