@@ -31,7 +31,7 @@ from a2c_tui import config as cfg
 from a2c_tui import trainer as trainer_module
 from a2c_tui.envs import EnvGroups, Step
 from a2c_tui.trainer import Trainer, compile_parts, resolve_device
-from throughput import bench_env_only, bench_network_only
+from throughput import bench_env_only, bench_network_only, clocked
 
 
 def append(out: str, record: dict) -> None:
@@ -88,23 +88,13 @@ def time_the_parts(trainer: Trainer) -> dict[str, float]:
     emulators (recv; with env groups only what acting for the other group did not hide) and
     in the update (it waits for the GPU too); the rest is targets, copies and Python."""
     spent = {"act": 0.0, "env_wait": 0.0, "update": 0.0, "env_send": 0.0}
-
-    def timing(fn, key: str):
-        def call(*args, **kwargs):
-            started = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                spent[key] += time.perf_counter() - started
-        return call
-
-    trainer._act = timing(trainer._act, "act")
+    trainer._act = clocked(spent, "act", trainer._act)
     envs = trainer.envs
     for target, name in ([(g, "recv") for g in envs.groups] if isinstance(envs, EnvGroups) else [(envs, "step")]):
-        setattr(target, name, timing(getattr(target, name), "env_wait"))
+        setattr(target, name, clocked(spent, "env_wait", getattr(target, name)))
     for group in envs.groups if isinstance(envs, EnvGroups) else []:
-        group.send = timing(group.send, "env_send")  # should return at once: the emulators run in ALE's threads
-    trainer_module.update = timing(trainer_module.update, "update")
+        group.send = clocked(spent, "env_send", group.send)  # should return at once: the emulators run in ALE's threads
+    trainer_module.update = clocked(spent, "update", trainer_module.update)
     return spent
 
 
