@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from a2c_tui.a2c import forward_losses, make_optimizer, update
-from a2c_tui.config import ConfigError
+from a2c_tui.config import ConfigError, resume_overrides
 from a2c_tui.envs import EnvGroups
 from a2c_tui.model import ActorCritic, act, policy_step
 from a2c_tui.trainer import Trainer, compile_parts, compiled, env_groups, set_tf32, use_tf32
@@ -160,3 +160,9 @@ def test_compiled_act_and_update_match_the_eager_ones(monkeypatch):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
     for (name, p), q in zip(model.state_dict().items(), twin.state_dict().values()):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_the_gpu_switches_may_change_on_resume():
+    """They say how a run uses the machine, not what it learns: a run moved to a GPU box takes them."""
+    assert resume_overrides(["env.overlap=on", "run.tf32=off", "run.compile=act"]) == {
+        "env.overlap": "on", "run.tf32": "off", "run.compile": "act"}
