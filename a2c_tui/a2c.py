@@ -64,9 +64,15 @@ def scheduled_lr(base_lr: float, schedule: str, steps_done: int, total_steps: in
 def r_squared(targets: torch.Tensor, predictions: torch.Tensor) -> float:
     """Coefficient of determination 1 - SS_res / SS_tot of predictions for targets
     (nan when the targets do not vary)."""
+    r2, ss_tot = _r_squared_on_device(targets, predictions).tolist()
+    return r2 if ss_tot > 0 else math.nan
+
+
+def _r_squared_on_device(targets: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
+    """(1 - SS_res / SS_tot, SS_tot) without a transfer: the caller reads them with its other numbers."""
     ss_res = torch.sum((targets - predictions) ** 2)
     ss_tot = torch.sum((targets - targets.mean()) ** 2)
-    return float(1.0 - ss_res / ss_tot) if ss_tot > 0 else math.nan
+    return torch.stack([1.0 - ss_res / ss_tot, ss_tot])
 
 
 @dataclass
@@ -95,6 +101,13 @@ def a2c_loss(logits: torch.Tensor, values: torch.Tensor, actions: torch.Tensor,
     return Losses(total, policy_loss, value_loss, entropy, advantages)
 
 
+def forward_losses(model: nn.Module, obs: torch.Tensor, actions: torch.Tensor, value_targets: torch.Tensor,
+                   value_coef: float, entropy_coef: float) -> tuple[Losses, torch.Tensor]:
+    """The network on the batch and its losses: (losses, values). What `run.compile = "all"` compiles."""
+    logits, values = model(obs)
+    return a2c_loss(logits, values, actions, value_targets, value_coef, entropy_coef), values
+
+
 class NonFiniteError(RuntimeError):
     """The loss or the gradient was NaN or infinite (the update was not applied), or the
     optimizer step made the weights so (checkpoints.save_refusal then keeps them off disk)."""
@@ -103,20 +116,32 @@ class NonFiniteError(RuntimeError):
 def update(model: nn.Module, optimizer: torch.optim.Optimizer, obs: torch.Tensor, actions: torch.Tensor,
            value_targets: torch.Tensor, lr: float, value_coef: float, entropy_coef: float,
            max_grad_norm: float,
-           average_gradients: Callable[[list[nn.Parameter], torch.Tensor], None] | None = None) -> dict[str, float]:
+           average_gradients: Callable[[list[nn.Parameter], torch.Tensor], None] | None = None,
+           losses_fn: Callable[..., tuple[Losses, torch.Tensor]] = forward_losses) -> dict[str, float]:
     """One gradient step on a flattened batch. Raises NonFiniteError if the loss or the
     gradient norm is not finite (weights untouched) or the step left the weights non-finite.
-    `average_gradients(parameters, loss)` (several ranks) makes the gradients the mean of every rank's."""
-    logits, values = model(obs)
-    losses = a2c_loss(logits, values, actions, value_targets, value_coef, entropy_coef)
+    `average_gradients(parameters, loss)` (several ranks) makes the gradients the mean of every rank's.
+    `losses_fn`: forward_losses or a compiled copy of it.
+
+    On a GPU every number read on the host waits for the device: the update reads its
+    numbers twice, all of them before the step (the finiteness check must come before it)
+    and the weights' norm after it."""
+    losses, values = losses_fn(model, obs, actions, value_targets, value_coef, entropy_coef)
     optimizer.zero_grad(set_to_none=True)
     losses.total.backward()
     if average_gradients is not None:
         # Before the clip: the clip and the reported norm are the averaged gradient's.
         average_gradients(list(model.parameters()), losses.total.detach())
     # The norm before clipping is what we report; clip_grad_norm_ returns it.
-    grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm))
-    total = float(losses.total.detach())
+    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    with torch.no_grad():
+        values = values.detach()
+        names = ("policy_loss", "value_loss", "entropy", "value_target_mean", "value_mean",
+                 "advantage_mean", "advantage_std")
+        total, grad_norm, *numbers, r2, ss_tot = torch.cat([torch.stack([
+            losses.total.detach(), grad_norm, losses.policy, losses.value, losses.entropy,
+            value_targets.mean(), values.mean(), losses.advantages.mean(), losses.advantages.std()]),
+            _r_squared_on_device(value_targets, values)]).tolist()
     if not (math.isfinite(total) and math.isfinite(grad_norm)):
         optimizer.zero_grad(set_to_none=True)
         raise NonFiniteError(f"non-finite {'loss' if not math.isfinite(total) else 'gradient norm'} "
@@ -125,20 +150,13 @@ def update(model: nn.Module, optimizer: torch.optim.Optimizer, obs: torch.Tensor
         group["lr"] = lr
     optimizer.step()
     with torch.no_grad():
-        values = values.detach()
-        names = ("policy_loss", "value_loss", "entropy", "value_target_mean", "value_mean",
-                 "advantage_mean", "advantage_std")
         # A finite gradient can still give non-finite weights (Adam with an eps that is 0 in
         # float32: 0/0). One fused norm per tensor finds them; it overflows only for weights
         # beyond ~1e19, which overflow the network's outputs anyway.
-        weight_norms = torch.stack(torch._foreach_norm(list(model.parameters()))).sum()
-        # one transfer for all of them (one GPU sync instead of eight)
-        *numbers, weight_norms = torch.stack([
-            losses.policy, losses.value, losses.entropy, value_targets.mean(), values.mean(),
-            losses.advantages.mean(), losses.advantages.std(), weight_norms]).tolist()
+        weight_norms = float(torch.stack(torch._foreach_norm(list(model.parameters()))).sum())
     if not math.isfinite(weight_norms):
         raise NonFiniteError(f"the optimizer step gave weights with a non-finite norm ({weight_norms}) from a finite "
                              f"loss and gradient; they are never saved")
     stats = dict(zip(names, numbers))
-    stats.update(loss=total, grad_norm=grad_norm, r2=r_squared(value_targets, values), lr=lr)
+    stats.update(loss=total, grad_norm=grad_norm, r2=r2 if ss_tot > 0 else math.nan, lr=lr)
     return stats

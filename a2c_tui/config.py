@@ -53,6 +53,8 @@ class RunConfig:
     keep_last: int = 5  # periodic checkpoints kept (latest/best are kept apart)
     log_every: int = 100  # updates between diagnostics records
     torch_threads: int = 0  # 0 = choose from the core count (see trainer.choose_threads)
+    tf32: str = "auto"  # "auto" | "on" | "off": TF32 matmuls and convolutions on CUDA (auto: on); no effect on the CPU
+    compile: str = "auto"  # "auto" | "off" | "act" | "all": torch.compile the acting forward (and the update's)
     out_dir: str = "checkpoints"
     eval_every: int = 0  # agent steps between evaluations beside training (0 = none)
     eval_episodes: int = 10  # whole games in each of those evaluations
@@ -63,6 +65,7 @@ class EnvConfig:
     id: str = "SpaceInvaders"
     num_envs: int = 16
     num_threads: int = 0  # ALE's C++ thread pool; 0 = one per core
+    overlap: str = "auto"  # "auto" | "on" | "off": two env groups, one steps while the network acts for the other
     noop_max: int = 30
     max_episode_frames: int = 108_000
     clip_rewards: bool = True  # learner sees sign(r); scores stay raw
@@ -105,7 +108,8 @@ LIVE_KEYS = ("lr", "entropy_coef", "value_coef", "max_grad_norm", "gamma")
 # How a run uses the machine, not what it learns: the only keys `--set` may change when a
 # run is resumed (e.g. on a bigger box). Everything else comes from the checkpoint.
 RESUME_KEYS = ("run.device", "run.precision", "run.torch_threads", "env.num_threads", "run.checkpoint_every",
-               "run.keep_last", "run.log_every", "run.eval_every", "run.eval_episodes")
+               "run.keep_last", "run.log_every", "run.eval_every", "run.eval_episodes", "run.tf32", "run.compile",
+               "env.overlap")
 
 
 def _check_range(key: str, value: Any) -> None:
@@ -132,6 +136,10 @@ def _check_range(key: str, value: Any) -> None:
             need(value in ("auto", "cpu", "cuda"), 'one of "auto", "cpu", "cuda"')
         case "run.precision":
             need(value in ("fp32", "bf16", "auto"), 'one of "fp32", "bf16", "auto"')
+        case "run.tf32" | "env.overlap":
+            need(value in ("auto", "on", "off"), 'one of "auto", "on", "off"')
+        case "run.compile":
+            need(value in ("auto", "off", "act", "all"), 'one of "auto", "off", "act", "all"')
         case "run.checkpoint_every" | "run.log_every":
             need(value >= 1, "an integer >= 1")
         case "run.keep_last":

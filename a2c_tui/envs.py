@@ -15,6 +15,7 @@ and `finished` lists (env, score, length) of whole games (all lives, raw rewards
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from dataclasses import dataclass
 
@@ -138,7 +139,17 @@ class AtariEnvs:
         return obs
 
     def step(self, actions: np.ndarray) -> Step:
-        obs, raw, terminated, truncated, info = self.env.step(actions)
+        return self._step(*self.env.step(actions))
+
+    def send(self, actions: np.ndarray) -> None:
+        """Start a step: the emulators run in ALE's threads until recv()."""
+        self.env.send(actions)
+
+    def recv(self) -> Step:
+        return self._step(*self.env.recv())
+
+    def _step(self, obs: np.ndarray, raw: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
+              info: dict) -> Step:
         frames = info["episode_frame_number"].astype(np.int64)
         ended = terminated | truncated
         # A new game restarts the frame counter; a lost life does not.
@@ -197,10 +208,79 @@ class GymEnvs:
         self.env.close()
 
 
+class EnvGroups:
+    """Atari envs as groups that step on their own (ale-py's send/recv), so that one group's
+    emulators run while the network acts for another. Env i of the whole has the seed it
+    would have in one AtariEnvs (seed + i); each group has its share of the threads."""
+
+    def __init__(self, env_id: str, num_envs: int, groups: int, *, seed: int = 0, num_threads: int = 0, **options):
+        sizes = [len(part) for part in np.array_split(np.arange(num_envs), groups)]
+        threads = max(1, (num_threads or os.cpu_count() or 1) // groups)
+        self.groups: list[AtariEnvs] = []
+        self.slices: list[slice] = []
+        start = 0
+        try:
+            for size in sizes:
+                self.groups.append(AtariEnvs(env_id, size, seed=seed + start, num_threads=threads, **options))
+                self.slices.append(slice(start, start + size))
+                start += size
+        except BaseException:
+            self.close()
+            raise
+        self.num_envs = num_envs
+        self.observation_shape = self.groups[0].observation_shape
+        self.n_actions = self.groups[0].n_actions
+        self._seed = seed
+
+    def reset(self) -> np.ndarray:
+        return np.concatenate([group.reset() for group in self.groups])
+
+    def step(self, actions: np.ndarray) -> Step:
+        for group, part in zip(self.groups, self.slices):
+            group.send(actions[part])
+        return join_steps([group.recv() for group in self.groups], self.slices)
+
+    def close(self) -> None:
+        for group in self.groups:
+            group.close()
+
+
+def join_steps(steps: list[Step], slices: list[slice]) -> Step:
+    """The groups' Steps as one Step of the whole (env indices of the whole)."""
+    obs, final_obs = np.concatenate([step.obs for step in steps]), None
+    if any(step.final_obs is not None for step in steps):
+        final_obs = np.zeros_like(obs)
+        for step, part in zip(steps, slices):
+            if step.final_obs is not None:
+                final_obs[part] = step.final_obs
+    return Step(obs, np.concatenate([step.rewards for step in steps]),
+                np.concatenate([step.dones for step in steps]), np.concatenate([step.truncated for step in steps]),
+                final_obs, [(part.start + i, score, length) for step, part in zip(steps, slices)
+                            for i, score, length in step.finished])
+
+
+class StepLater:
+    """send/recv over envs that only step: recv() steps them with the actions sent."""
+
+    def __init__(self, envs: AtariEnvs | GymEnvs):
+        self.envs = envs
+        self._actions: np.ndarray | None = None
+
+    def send(self, actions: np.ndarray) -> None:
+        self._actions = actions
+
+    def recv(self) -> Step:
+        return self.envs.step(self._actions)
+
+
 def make_envs(env_id: str, num_envs: int, *, seed: int = 0, num_threads: int = 0,
               noop_max: int = 30, max_episode_frames: int = 108_000, clip_rewards: bool = True,
-              life_loss: bool = True) -> AtariEnvs | GymEnvs:
-    """Training envs (life_loss=True) or evaluation envs (life_loss=False, whole games)."""
+              life_loss: bool = True, groups: int = 1) -> AtariEnvs | GymEnvs | EnvGroups:
+    """Training envs (life_loss=True) or evaluation envs (life_loss=False, whole games);
+    Atari envs in `groups` groups that step on their own (EnvGroups) when groups > 1."""
+    if is_atari(env_id) and groups > 1:
+        return EnvGroups(env_id, num_envs, groups, seed=seed, num_threads=num_threads, noop_max=noop_max,
+                         max_episode_frames=max_episode_frames, clip_rewards=clip_rewards, life_loss=life_loss)
     if is_atari(env_id):
         return AtariEnvs(env_id, num_envs, seed=seed, num_threads=num_threads, noop_max=noop_max,
                          max_episode_frames=max_episode_frames, clip_rewards=clip_rewards,

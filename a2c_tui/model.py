@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -100,6 +101,7 @@ class ActorCritic(nn.Module):
 @dataclass
 class Act:
     actions: np.ndarray  # int64 (B,), for the env
+    action_tensor: torch.Tensor  # the same on the model's device, for the rollout (no copy back)
     logits: torch.Tensor
     log_probs: torch.Tensor
     values: torch.Tensor
@@ -121,17 +123,20 @@ def choose_actions(model: ActorCritic, obs: torch.Tensor, greedy: bool = False,
     return sample(model(obs)[0], greedy, generator).cpu().numpy()
 
 
-@torch.inference_mode()
-def act(model: ActorCritic, obs: torch.Tensor, greedy: bool = False, generator: torch.Generator | None = None) -> Act:
-    """Policy step on a batch of observations already on the model's device. `generator`:
-    a random stream of its own (an evaluation beside training must not draw from the trainer's)."""
+def policy_step(model: ActorCritic, obs: torch.Tensor, greedy: bool = False, generator: torch.Generator | None = None
+                ) -> tuple[torch.Tensor, ...]:
+    """(actions, logits, log-probs of the actions, values, entropies): what `run.compile` compiles."""
     logits, values = model(obs)
     actions = sample(logits, greedy, generator)
     log_pi = torch.log_softmax(logits, -1)
-    return Act(
-        actions=actions.cpu().numpy(),
-        logits=logits,
-        log_probs=log_pi.gather(-1, actions[:, None]).squeeze(-1),
-        values=values,
-        entropy=-(log_pi.exp() * log_pi).sum(-1),
-    )
+    return actions, logits, log_pi.gather(-1, actions[:, None]).squeeze(-1), values, -(log_pi.exp() * log_pi).sum(-1)
+
+
+@torch.inference_mode()
+def act(model: ActorCritic, obs: torch.Tensor, greedy: bool = False, generator: torch.Generator | None = None,
+        step: Callable[..., tuple[torch.Tensor, ...]] = policy_step) -> Act:
+    """Policy step on a batch of observations already on the model's device. `generator`:
+    a random stream of its own (an evaluation beside training must not draw from the trainer's).
+    `step`: policy_step or a compiled copy of it."""
+    actions, logits, log_probs, values, entropy = step(model, obs, greedy, generator)
+    return Act(actions.cpu().numpy(), actions, logits, log_probs, values, entropy)

@@ -27,12 +27,12 @@ import torch
 
 from a2c_tui import checkpoints as ckpt
 from a2c_tui import distributed, files, memory
-from a2c_tui.a2c import NonFiniteError, make_optimizer, scheduled_lr, update
+from a2c_tui.a2c import NonFiniteError, forward_losses, make_optimizer, scheduled_lr, update
 from a2c_tui.config import LIVE_KEYS, Config, ConfigError, check_resume_overrides, check_value, from_dict, to_toml
-from a2c_tui.envs import is_atari, make_envs
+from a2c_tui.envs import EnvGroups, Step, StepLater, is_atari, make_envs
 from a2c_tui.evaluate import PeriodicEvaluation, PeriodicJob
 from a2c_tui.metrics import NO_METRICS, MetricsSink, ScoreWindow, read_jsonl, score_line
-from a2c_tui.model import ActorCritic, act, resolve_precision
+from a2c_tui.model import ActorCritic, act, policy_step, resolve_precision
 from a2c_tui.protocol import Event, Snapshot, State
 from a2c_tui.rollout import Rollout, value_targets
 
@@ -55,6 +55,56 @@ def choose_threads(config: Config, device: torch.device, ranks_per_node: int = 1
     if device.type == "cuda" or not is_atari(config.env.id):
         return 1
     return max(1, (os.cpu_count() or 1) // ranks_per_node)
+
+
+def use_tf32(config: Config, device: torch.device) -> bool:
+    """TF32 (a 10-bit mantissa in fp32 matmuls and convolutions) on CUDA unless run.tf32 = "off";
+    the CPU has no such mode and its numerics stay untouched."""
+    return device.type == "cuda" and config.run.tf32 != "off"
+
+
+def set_tf32(enabled: bool) -> None:
+    # Process-wide flags. cuDNN's convolutions use TF32 by default already; matmuls do not.
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+
+
+def compile_parts(config: Config, device: torch.device) -> str:
+    """What run.compile compiles: "off", "act" (the acting forward) or "all" (and the update's
+    forward and backward). "auto" is "off" everywhere until the GPU measurements say otherwise
+    (BENCHMARKS.md): compiling costs tens of seconds at every start and needs a C compiler
+    (and Triton on a GPU) on the box, and on the CPU it gained 5-10 %."""
+    return "off" if config.run.compile == "auto" else config.run.compile
+
+
+def env_groups(config: Config, device: torch.device, cores: int) -> int:
+    """2 when the envs step in two groups that overlap with acting (env.overlap), else 1.
+    "auto": on a GPU with >= 8 cores for the emulators, where the emulators and the network
+    are different resources; on the CPU both phases already use every core (BENCHMARKS.md:
+    overlap measured slower on 2 cores)."""
+    setting, env = config.env.overlap, config.env
+    if setting == "off":
+        return 1
+    possible = is_atari(env.id) and env.num_envs >= 2
+    if setting == "on":
+        if not possible:
+            raise ConfigError("env.overlap = 'on' is not allowed here: it needs an Atari game and env.num_envs >= 2")
+        return 2
+    return 2 if possible and device.type == "cuda" and cores >= 8 else 1
+
+
+def compiled(fn: Callable, device: torch.device) -> Callable:
+    """torch.compile(fn); on CUDA as CUDA graphs (small batches are bound by kernel launches)."""
+    if device.type != "cuda":
+        return torch.compile(fn, dynamic=False)
+    graphed = torch.compile(fn, mode="reduce-overhead", dynamic=False)
+
+    def step(*args: Any) -> Any:
+        # A new step for the graphs: their previous outputs may be overwritten (each caller
+        # has copied what it keeps before it calls again).
+        torch.compiler.cudagraph_mark_step_begin()
+        return graphed(*args)
+    return step
 
 
 def new_run_dir(config: Config) -> Path:
@@ -130,6 +180,8 @@ class Trainer:
         if self.group is not None:
             self.device = self.group.device(self.device)
         torch.set_num_threads(choose_threads(config, self.device, self.group.local_world_size if self.group else 1))
+        if self.device.type == "cuda":
+            set_tf32(use_tf32(config, self.device))
         torch.manual_seed(config.run.seed)
         np.random.seed(config.run.seed % 2**32)
         self.envs = self._make_envs(seed=config.run.seed)  # first: a game that fails to start leaves no run dir
@@ -141,6 +193,9 @@ class Trainer:
             self.precision = resolve_precision(config.run.precision, self.device)
             self.model = ActorCritic(self.envs.observation_shape, self.envs.n_actions,
                                      bf16=self.precision == "bf16").to(self.device)
+            parts = compile_parts(config, self.device)
+            self._policy_step = compiled(policy_step, self.device) if parts in ("act", "all") else policy_step
+            self._losses_fn = compiled(forward_losses, self.device) if parts == "all" else forward_losses
             algo = config.algo
             self.optimizer = make_optimizer(algo.optimizer, self.model.parameters(), algo.lr, algo.rms_alpha,
                                             algo.rms_eps)
@@ -180,6 +235,12 @@ class Trainer:
             obs_dtype = torch.uint8 if self.model.is_image else torch.float32
             self.rollout = Rollout(algo.n_steps, config.env.num_envs, self.envs.observation_shape, obs_dtype,
                                    self.device)
+            # Observations reach the GPU from pinned memory, asynchronously. One buffer is enough:
+            # each copy out of it is finished before it is filled again (acting reads the actions
+            # back after the forward that follows the copy; the update reads its numbers).
+            pin = self.device.type == "cuda"
+            self._staging = torch.empty((config.env.num_envs, *self.envs.observation_shape), dtype=obs_dtype,
+                                        pin_memory=True) if pin else None
             self.obs = self.envs.reset()
             self.metrics = MetricsSink(self.run_dir, tensorboard=tensorboard) if self.is_rank0 else NO_METRICS
         except BaseException as e:
@@ -209,10 +270,11 @@ class Trainer:
     def _make_envs(self, seed: int):
         """Env i of rank r gets seed + r * num_envs + i: the seeds of one process with all ranks' envs."""
         env = self.config.env
-        threads = env.num_threads or (self.group.cores_per_rank if self.group is not None else 0)
-        return make_envs(env.id, env.num_envs, seed=seed + self.rank * env.num_envs, num_threads=threads,
-                         noop_max=env.noop_max, max_episode_frames=env.max_episode_frames,
-                         clip_rewards=env.clip_rewards)
+        cores = self.group.cores_per_rank if self.group is not None else 0
+        groups = env_groups(self.config, self.device, cores or os.cpu_count() or 1)
+        return make_envs(env.id, env.num_envs, seed=seed + self.rank * env.num_envs,
+                         num_threads=env.num_threads or cores, noop_max=env.noop_max,
+                         max_episode_frames=env.max_episode_frames, clip_rewards=env.clip_rewards, groups=groups)
 
     def _from_rank0(self, value: Any) -> Any:
         """rank 0's `value` on every rank; rank 0's failure (shared by __init__) raised on every rank."""
@@ -294,42 +356,75 @@ class Trainer:
 
     # ----- the algorithm --------------------------------------------------------------
     def collect(self) -> None:
-        """n_steps x num_envs transitions into self.rollout; ends with v(s_T) in last_values."""
-        rollout, gamma = self.rollout, self.hparams["gamma"]
-        acting = stepping = 0.0  # seconds in the network and in the envs (the act phase syncs a GPU: .cpu())
+        """n_steps x num_envs transitions into self.rollout; ends with v(s_T) in last_values.
+        With env groups (env.overlap) group g steps while the network acts for the next group;
+        every env still fills its own column in order, and the model is the same throughout."""
+        rollout = self.rollout
+        self._acting = self._stepping = 0.0  # seconds in the network / waiting for the envs (recv)
+        if isinstance(self.envs, EnvGroups):
+            groups = list(zip(self.envs.groups, self.envs.slices))
+        else:
+            groups = [(StepLater(self.envs), slice(None))]
         for t in range(rollout.n_steps):
-            started = time.perf_counter()
-            obs_t = rollout.obs[t]
-            obs_t.copy_(torch.from_numpy(self.obs), non_blocking=True)
-            policy = act(self.model, obs_t)
-            acted = time.perf_counter()
-            step = self.envs.step(policy.actions)
-            stepped = time.perf_counter()
-            acting, stepping = acting + acted - started, stepping + stepped - acted
-            rewards = step.rewards
-            if step.truncated.any():
-                # A time limit is not a death: bootstrap from the final observation's value.
-                rewards = rewards.copy()
-                index = np.flatnonzero(step.truncated)
-                final = torch.as_tensor(np.asarray(step.final_obs)[index], device=self.device)
-                with torch.inference_mode():
-                    rewards[index] += gamma * self.model(final)[1].cpu().numpy()
-                acting += time.perf_counter() - stepped
-            rollout.actions[t].copy_(torch.from_numpy(policy.actions))
-            rollout.values[t].copy_(policy.values)
-            rollout.rewards[t].copy_(torch.from_numpy(rewards))
-            rollout.dones[t].copy_(torch.from_numpy(step.dones))
-            for _, score, length in step.finished:
-                if self._unsent_games is None:
-                    self.scores.add(score, length)
-                else:  # every rank's games reach the window at the next exchange
-                    self._unsent_games.append((score, length))
-            self.obs = step.obs
+            for envs, part in groups:
+                if t > 0:
+                    self._record(t - 1, part, self._recv(envs))
+                envs.send(self._act(t, part))
+        for envs, part in groups:
+            self._record(rollout.n_steps - 1, part, self._recv(envs))
         started = time.perf_counter()
         with torch.inference_mode():
-            obs = torch.as_tensor(self.obs, device=self.device)
+            obs = self._host_obs(slice(None)).to(self.device, non_blocking=True)
             self.last_values = self.model(obs)[1]
-        self.phase_times = {"time_env": stepping, "time_act": acting + time.perf_counter() - started}
+        self.phase_times = {"time_env": self._stepping, "time_act": self._acting + time.perf_counter() - started}
+
+    def _recv(self, envs) -> Step:
+        started = time.perf_counter()
+        step = envs.recv()
+        self._stepping += time.perf_counter() - started
+        return step
+
+    def _host_obs(self, part: slice) -> torch.Tensor:
+        """The envs' current observations (rows `part`) as a CPU tensor: pinned on CUDA."""
+        if self._staging is None:
+            return torch.from_numpy(self.obs[part])
+        staged = self._staging[part]
+        staged.numpy()[...] = self.obs[part]
+        return staged
+
+    def _act(self, t: int, part: slice) -> np.ndarray:
+        """Act on envs `part` at rollout step t; their actions for the env."""
+        started = time.perf_counter()
+        rollout = self.rollout
+        obs_t = rollout.obs[t, part]
+        obs_t.copy_(self._host_obs(part), non_blocking=True)
+        policy = act(self.model, obs_t, step=self._policy_step)
+        rollout.actions[t, part].copy_(policy.action_tensor)
+        rollout.values[t, part].copy_(policy.values)
+        self._acting += time.perf_counter() - started  # on a GPU this includes the actions' sync (.cpu())
+        return policy.actions
+
+    def _record(self, t: int, part: slice, step: Step) -> None:
+        """What envs `part` did at rollout step t: rewards, dones, games, next observations."""
+        rollout, rewards = self.rollout, step.rewards
+        if step.truncated.any():
+            # A time limit is not a death: bootstrap from the final observation's value.
+            rewards = rewards.copy()
+            index = np.flatnonzero(step.truncated)
+            final = torch.as_tensor(np.asarray(step.final_obs)[index], device=self.device)
+            with torch.inference_mode():
+                rewards[index] += self.hparams["gamma"] * self.model(final)[1].cpu().numpy()
+        rollout.rewards[t, part].copy_(torch.from_numpy(rewards))
+        rollout.dones[t, part].copy_(torch.from_numpy(step.dones))
+        for _, score, length in step.finished:
+            if self._unsent_games is None:
+                self.scores.add(score, length)
+            else:  # every rank's games reach the window at the next exchange
+                self._unsent_games.append((score, length))
+        if part == slice(None):
+            self.obs = step.obs
+        else:
+            self.obs[part] = step.obs
 
     def train_update(self) -> dict[str, float]:
         """Collect one rollout and take one gradient step; returns that update's stats."""
@@ -345,7 +440,7 @@ class Trainer:
         stats = update(self.model, self.optimizer, rollout.obs.reshape(batch, *rollout.obs.shape[2:]),
                        rollout.actions.reshape(batch), targets.reshape(batch).clone(), lr,
                        hp["value_coef"], hp["entropy_coef"], hp["max_grad_norm"],
-                       self.group.average_gradients if self.group is not None else None)
+                       self.group.average_gradients if self.group is not None else None, self._losses_fn)
         self.step += batch * self.world_size  # the step counter and the lr schedule count every rank's envs
         self.updates += 1
         # targets, forward/backward and the optimizer; on a GPU this includes the stats' one sync
@@ -496,7 +591,9 @@ class Trainer:
         since = self.step - max(self.last_checkpoint_step, self._failed_checkpoint_step)
         if since >= self.config.run.checkpoint_every and self._save_checkpoint(reason="periodic") is None:
             self._failed_checkpoint_step = self.step
-        if self.evaluations is not None and self.evaluations.due(self.step):
+        # A pause asked for during this update holds new evaluations back too (one due now
+        # starts after the resume, at the next update)
+        if self.evaluations is not None and self._state == State.RUNNING and self.evaluations.due(self.step):
             self._start_evaluation()
         self._publish()
 

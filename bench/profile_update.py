@@ -20,6 +20,7 @@ import torch
 from a2c_tui import config as cfg
 from a2c_tui import trainer as trainer_module
 from a2c_tui.trainer import Trainer, choose_threads, resolve_device
+from throughput import clocked
 
 
 def main() -> int:
@@ -31,21 +32,11 @@ def main() -> int:
     config = cfg.load(args.config)
     torch.set_num_threads(choose_threads(config, resolve_device(config.run.device)))
     spent: dict[str, float] = collections.defaultdict(float)
-
-    def timed(name, fn):
-        def wrapper(*a, **k):
-            start = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                spent[name] += time.perf_counter() - start
-        return wrapper
-
     for name, key in (("act", "act"), ("update", "update"), ("value_targets", "targets")):
-        setattr(trainer_module, name, timed(key, getattr(trainer_module, name)))
+        setattr(trainer_module, name, clocked(spent, key, getattr(trainer_module, name)))
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(config.replace(**{"run.out_dir": tmp}), tensorboard=False)
-        trainer.envs.step = timed("env", trainer.envs.step)
+        trainer.envs.step = clocked(spent, "env", trainer.envs.step)
         try:
             for _ in range(20):
                 trainer.train_update()

@@ -40,6 +40,17 @@ def timed(step, steps_per_call: int, seconds: float, warmup: int = 20) -> float:
     return calls * steps_per_call / (time.perf_counter() - start)
 
 
+def clocked(spent: dict[str, float], key: str, fn):
+    """fn, adding the seconds each call takes to spent[key]."""
+    def call(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent[key] += time.perf_counter() - started
+    return call
+
+
 class Ours:
     """A headless Trainer on the config; measure(seconds) -> steps/s of train_update."""
 

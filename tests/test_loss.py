@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
 from a2c_tui.a2c import a2c_loss, r_squared, update
 from a2c_tui.model import ActorCritic
@@ -126,3 +127,47 @@ def test_update_stats_match_the_batch():
     assert stats["advantage_std"] == pytest.approx(float((targets - values).std()), abs=1e-5)
     assert stats["r2"] == pytest.approx(r_squared(targets, values), abs=1e-6)
     assert stats["lr"] == 1e-3
+
+
+class HostReads(TorchFunctionMode):
+    """Counts the calls that bring a tensor's value to the host: each one waits for a GPU."""
+
+    READS = {"__float__", "__int__", "__bool__", "item", "tolist", "numpy", "cpu"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in self.READS:
+            self.reads.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def test_update_reads_the_device_twice_with_the_same_stats():
+    """One read before the step (every stat and the finiteness check), one after (the weights'
+    norm): on a GPU each read is a sync. The numbers are those of separate reads."""
+    torch.manual_seed(0)
+    model = ActorCritic((4,), 2)
+    obs = torch.randn(8, 4, generator=torch.Generator().manual_seed(5))
+    actions = torch.randint(0, 2, (8,), generator=torch.Generator().manual_seed(6))
+    targets = torch.randn(8, generator=torch.Generator().manual_seed(7))
+    logits, values = model(obs)
+    losses = a2c_loss(logits, values, actions, targets, 0.5, 0.01)
+    losses.total.backward()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+    def read(tensor: torch.Tensor) -> float:
+        return float(tensor.detach())
+
+    expected = {"loss": read(losses.total), "grad_norm": read(norm), "policy_loss": read(losses.policy),
+                "value_loss": read(losses.value), "entropy": read(losses.entropy),
+                "value_target_mean": read(targets.mean()), "value_mean": read(values.mean()),
+                "advantage_mean": read(losses.advantages.mean()), "advantage_std": read(losses.advantages.std()),
+                "r2": r_squared(targets, values.detach())}
+    model.zero_grad(set_to_none=True)
+    with HostReads() as counter:
+        stats = update(model, torch.optim.SGD(model.parameters(), lr=1e-3), obs, actions, targets, lr=1e-3,
+                       value_coef=0.5, entropy_coef=0.01, max_grad_norm=0.5)
+    assert len(counter.reads) == 2, counter.reads
+    assert {k: stats[k] for k in expected} == expected  # bit for bit

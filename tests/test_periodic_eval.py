@@ -50,6 +50,7 @@ def trainer_with(tmp_path, *overrides: str) -> tuple[Trainer, FakeEvaluations, l
     trainer = Trainer(config, tensorboard=False)
     fake = FakeEvaluations()
     trainer.evaluations._run = fake
+    trainer._state = State.RUNNING  # as in the loop: tests call _one_update directly (paused, none start)
     events: list = []
     trainer.subscribe(lambda item: events.append(item.text) if hasattr(item, "level") else None)
     return trainer, fake, events
@@ -247,5 +248,22 @@ def test_a_failing_evaluation_is_told_and_training_goes_on(tmp_path):
         trainer._one_update()
         assert trainer.step == 40 and not trainer.snapshot().evaluation
         assert "best_by" not in ckpt.read_index(trainer.run_dir)
+    finally:
+        close(trainer)
+
+
+def test_an_update_that_ends_after_a_pause_starts_no_evaluation(tmp_path):
+    trainer, fake, events = trainer_with(tmp_path)
+    try:
+        trainer._one_update()
+        trainer._one_update()
+        trainer._state = State.PAUSED  # pause() while the third update runs
+        trainer._one_update()
+        assert trainer.step == 30 and not trainer.evaluations.busy and not fake.calls
+        trainer._state = State.RUNNING  # resumed: the due evaluation starts at the next update
+        trainer._one_update()
+        assert trainer.evaluations.busy
+        wait_until(lambda: fake.calls, 10, "the evaluation's thread")
+        assert fake.calls[0]["episodes"] == 3
     finally:
         close(trainer)
