@@ -32,25 +32,42 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
-def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help=f"TOML preset (default: {DEFAULT_CONFIG})")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+def _add_run_options(p: argparse.ArgumentParser, sub: bool = False) -> None:
+    """--config/--set/--resume/--paused, before the command (`a2c-tui --set ... train`) or after
+    it. A subcommand's values go to sub_* names (merged by parse_args): argparse would let
+    the subcommand's defaults silently replace what was given before it."""
+    d, none = ("sub_", argparse.SUPPRESS) if sub else ("", None)
+    p.add_argument("--config", dest=d + "config", default=none, help=f"TOML preset (default: {DEFAULT_CONFIG})")
+    p.add_argument("--set", dest=d + "overrides", action="append", default=none if sub else [], metavar="KEY=VALUE",
                    help="override one config key, e.g. --set algo.lr=3e-4 (repeatable)")
-    p.add_argument("--resume", metavar="RUN_OR_CKPT",
+    p.add_argument("--resume", dest=d + "resume", default=none, metavar="RUN_OR_CKPT",
                    help="continue a run: its directory (its newest valid checkpoint) or a checkpoint file; "
                         "--set may then change only threads, device, checkpoint and evaluation cadence")
+    p.add_argument("--paused", dest=d + "paused", action="store_true", default=none if sub else False,
+                   help="open the app (or start the run) with training paused")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    for name in ("config", "resume"):
+        if hasattr(args, "sub_" + name):
+            value = getattr(args, "sub_" + name)
+            if getattr(args, name) not in (None, value):
+                raise UsageError(f"--{name} given twice, before and after {args.command!r}: give it once")
+            setattr(args, name, value)
+    args.overrides = args.overrides + getattr(args, "sub_overrides", [])
+    args.paused = args.paused or getattr(args, "sub_paused", False)
+    return args
 
 
 def build_parser() -> Parser:
     parser = Parser(prog="a2c-tui", description="Train A2C agents on Atari games, in a terminal app or headless.")
     _add_run_options(parser)
-    parser.add_argument("--paused", action="store_true", help="open the app with training paused")
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
 
     train = sub.add_parser("train", help="train (the app, or --headless for scripts and nohup)")
-    _add_run_options(train)
+    _add_run_options(train, sub=True)
     train.add_argument("--headless", action="store_true", help="no app: progress bar on a TTY, log lines otherwise")
-    train.add_argument("--paused", action="store_true", help="open the app with training paused")
 
     sub.add_parser("ls", help="the runs on this box: name, state, step, score, pid, attached apps")
     attach = sub.add_parser("attach", help="open the app on a live run (the run goes on when you detach)")
@@ -58,8 +75,7 @@ def build_parser() -> Parser:
     stop = sub.add_parser("stop", help="save a checkpoint and end a live run")
     stop.add_argument("run", nargs="?", help="run name or directory (default: the only live run)")
     service = sub.add_parser("service", help="(internal) the run process that `a2c-tui` starts")
-    _add_run_options(service)
-    service.add_argument("--paused", action="store_true")
+    _add_run_options(service, sub=True)
     service.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
 
     ev = sub.add_parser("eval", help="play whole games with a checkpoint and report raw scores")
@@ -121,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     errors: tuple[type[Exception], ...] = (UsageError, ConfigError, RefusedFile, ServiceError, ProtocolError)
     threading.excepthook = _thread_error
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_args(argv)
         if args.command == "ls":
             return cmd_ls()
         if args.command == "attach":

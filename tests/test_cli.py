@@ -118,3 +118,15 @@ def test_eval_progress_says_what_its_number_is():
     bar.progress, bar.task = SimpleNamespace(update=lambda task, **fields: shown.append(fields)), 0
     bar(SimpleNamespace(done=1, total=3, score=180.0, length=700))
     assert shown == [{"completed": 1, "description": "games · last game scored 180"}]
+
+
+def test_run_options_before_the_command_are_not_dropped():
+    from a2c_tui.cli import UsageError, parse_args
+
+    args = parse_args(["--config", "configs/smoke.toml", "--set", "algo.lr=1e-3", "--paused",
+                       "train", "--headless", "--set", "run.seed=3"])
+    assert (args.config, args.overrides, args.paused) == ("configs/smoke.toml", ["algo.lr=1e-3", "run.seed=3"], True)
+    args = parse_args(["train", "--config", "configs/pong.toml"])
+    assert (args.config, args.overrides, args.paused) == ("configs/pong.toml", [], False)
+    with pytest.raises(UsageError, match="--resume given twice"):
+        parse_args(["--resume", "runs/a", "train", "--resume", "runs/b"])
