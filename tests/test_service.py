@@ -340,3 +340,24 @@ def test_a_headless_run_trains_even_where_apps_cannot_attach(runtime, tmp_path):
     assert "finished at step" in proc.stdout
     assert list((tmp_path / "runs").glob("*/step_*.pt"))
     assert not list(runtime.glob("*.sock"))
+
+
+def test_a_command_sent_as_the_service_goes_fails_once_without_an_error_of_its_own():
+    """The reader fails every waiting command when the socket closes; a send that breaks at
+    the same moment must not fail the same future again (InvalidStateError in the app)."""
+    import itertools
+
+    handle = RemoteHandle.__new__(RemoteHandle)
+    handle._ids, handle._waiting, handle._subscribers = itertools.count(2), {}, []
+    handle._lock, handle._send_lock = threading.Lock(), threading.Lock()
+    handle.connected, handle.stop_requested = True, False
+
+    class Closing:
+        def sendall(self, data):
+            handle._disconnected("the service ended")  # the reader thread, in between
+            raise BrokenPipeError(32, "Broken pipe")
+
+    handle._sock = Closing()
+    future = handle._call("checkpoints")
+    with pytest.raises(ServiceError, match="service is gone"):
+        future.result(timeout=1)

@@ -121,8 +121,9 @@ class RemoteHandle:
                 self._sock.sendall(protocol.command(cid, name, **args))
         except OSError as e:
             with self._lock:
-                self._waiting.pop(cid, None)
-            future.set_exception(ServiceError(f"the run's service is gone ({e.strerror or e})"))
+                mine = self._waiting.pop(cid, None) is not None
+            if mine:  # else the reader, seeing the service go, has already failed it
+                future.set_exception(ServiceError(f"the run's service is gone ({e.strerror or e})"))
         return future
 
     def _ask(self, name: str, **args: Any) -> Any:
