@@ -57,6 +57,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             setattr(args, name, value)
     args.overrides = args.overrides + getattr(args, "sub_overrides", [])
     args.paused = args.paused or getattr(args, "sub_paused", False)
+    if args.command not in (None, "train", "service"):
+        given = [flag for flag, value in (("--config", args.config), ("--set", args.overrides),
+                                          ("--resume", args.resume), ("--paused", args.paused)) if value]
+        if given:  # they would be ignored without a word
+            raise UsageError(f"{', '.join(given)} start or continue a run; {args.command!r} does not take them")
     return args
 
 

@@ -130,3 +130,6 @@ def test_run_options_before_the_command_are_not_dropped():
     assert (args.config, args.overrides, args.paused) == ("configs/pong.toml", [], False)
     with pytest.raises(UsageError, match="--resume given twice"):
         parse_args(["--resume", "runs/a", "train", "--resume", "runs/b"])
+    with pytest.raises(UsageError, match="'ls' does not take them"):
+        parse_args(["--config", "configs/pong.toml", "ls"])
+    assert parse_args(["eval", "runs/a/latest.pt"]).command == "eval"
