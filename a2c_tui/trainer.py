@@ -27,7 +27,7 @@ import torch
 
 from a2c_tui import checkpoints as ckpt
 from a2c_tui import distributed, files, memory
-from a2c_tui.a2c import NonFiniteError, forward_losses, make_optimizer, scheduled_lr, update
+from a2c_tui.a2c import NonFiniteError, forward_losses, make_optimizer, match_layouts, scheduled_lr, update
 from a2c_tui.config import LIVE_KEYS, Config, ConfigError, check_resume_overrides, check_value, from_dict, to_toml
 from a2c_tui.envs import EnvGroups, Step, StepLater, is_atari, make_envs
 from a2c_tui.evaluate import PeriodicEvaluation, PeriodicJob
@@ -322,6 +322,7 @@ class Trainer:
         try:
             self.model.load_state_dict(payload["model"])
             self.optimizer.load_state_dict(payload["optimizer"])
+            match_layouts(self.optimizer)
             self.step = int(payload["step"])
             self.updates = int(payload["updates"])
             self.elapsed = float(payload.get("elapsed", 0.0))

@@ -80,6 +80,28 @@ def test_the_float32_path_is_unchanged_by_the_flag_being_off():
     assert torch.equal(logits, expect_logits) and torch.equal(values, expect_values)
 
 
+def test_linear_weights_are_laid_out_transposed_and_compute_what_contiguous_ones_do():
+    torch.manual_seed(0)
+    m = ActorCritic((4, 84, 84), 6)
+    fc = m.torso[1].weight
+    assert fc.shape == (512, 3136) and fc.t().is_contiguous()  # (in, out) in memory: fast for a batch of 16
+    contiguous = copy.deepcopy(m)
+    for layer in contiguous.modules():
+        if isinstance(layer, torch.nn.Linear):
+            layer.weight = torch.nn.Parameter(layer.weight.detach().contiguous())
+    assert contiguous.torso[1].weight.is_contiguous()
+    ours, theirs = m.state_dict(), contiguous.state_dict()  # same names, shapes, values: checkpoints fit both
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    obs, actions, targets = batch()
+    with torch.no_grad():
+        (logits, values), (ref_logits, ref_values) = m(obs[:16]), contiguous(obs[:16])
+    assert torch.allclose(logits, ref_logits, rtol=1e-5, atol=1e-7) and torch.allclose(values, ref_values, rtol=1e-5, atol=1e-7)
+    g, ref_g = flat_grad(m, obs, actions, targets), flat_grad(contiguous, obs, actions, targets)
+    # float32 rounding only: the same sums, taken in another order
+    assert float((g - ref_g).abs().max()) < 1e-6 * float(ref_g.abs().max())
+    assert fc.grad.stride() == fc.stride()  # gradients (and so the optimizer's state) follow the layout
+
+
 def test_a_bf16_update_keeps_the_optimizer_in_float32():
     torch.manual_seed(0)
     m = ActorCritic((4, 84, 84), 6, bf16=True)
