@@ -4,7 +4,7 @@ course notebook's way: gymnasium's Atari env and wrappers), with the same weight
 against a2c-tui's own single-game env, which skips gymnasium's Python wrappers.
 
     .venv/bin/python bench/eval_speed.py [--checkpoint RUN/latest.pt] [--episodes 100]
-        [--envs 16] [--env-threads 0] [--baseline-games 10] [--json out.json]
+        [--envs 16] [--env-threads 0] [--baseline-games 10] [--rounds 1] [--json out.json]
 
 Without --checkpoint it uses freshly initialised weights (short, random-looking games).
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 
@@ -87,6 +88,7 @@ def main() -> int:
     parser.add_argument("--envs", type=int, default=16)
     parser.add_argument("--env-threads", type=int, default=0, help="emulator threads (0: one per core)")
     parser.add_argument("--baseline-games", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds of both (the ratio is their median)")
     parser.add_argument("--json")
     args = parser.parse_args()
 
@@ -100,21 +102,37 @@ def main() -> int:
 
     # An evaluation on its own uses every core for the emulators, whatever the run trained with.
     config = config.replace(**{"env.num_threads": args.env_threads})
-    start = time.perf_counter()
-    result = evaluate(config, weights, episodes=args.episodes, num_envs=args.envs)
-    parallel = args.episodes / (time.perf_counter() - start)
-    print(f"parallel evaluation ({args.envs} envs): {parallel:.3f} games/s, mean score {result['mean']:.1f}, "
-          f"mean length {result['mean_length']:.0f}", flush=True)
-    serial, scores = notebook_way(config, weights, args.baseline_games)
-    print(f"one env at a time, gymnasium wrappers (the notebook's way): {serial:.3f} games/s, "
-          f"mean score {np.mean(scores):.1f}; speed-up {parallel / serial:.2f}x", flush=True)
+
+    def parallel_speed() -> tuple[float, dict]:
+        start = time.perf_counter()
+        result = evaluate(config, weights, episodes=args.episodes, num_envs=args.envs)
+        return args.episodes / (time.perf_counter() - start), result
+
+    # Rounds alternate the order (ours, one env; one env, ours; ...): a shared machine's speed
+    # drifts from minute to minute, and a round's ratio compares neighbouring minutes.
+    rounds = []
+    for i in range(args.rounds):
+        if i % 2 == 0:
+            (parallel, result), (serial, scores) = parallel_speed(), notebook_way(config, weights, args.baseline_games)
+        else:
+            (serial, scores), (parallel, result) = notebook_way(config, weights, args.baseline_games), parallel_speed()
+        rounds.append((parallel, serial))
+        print(f"round {i + 1}: parallel evaluation ({args.envs} envs) {parallel:.3f} games/s (mean score "
+              f"{result['mean']:.1f}, mean length {result['mean_length']:.0f}); one env at a time, gymnasium "
+              f"wrappers (the notebook's way) {serial:.3f} games/s (mean score {np.mean(scores):.1f}); "
+              f"ratio {parallel / serial:.2f}x", flush=True)
+    parallel = statistics.median(p for p, _ in rounds)
+    serial = statistics.median(s for _, s in rounds)
+    ratio = statistics.median(p / s for p, s in rounds)
+    print(f"median: {parallel:.3f} vs {serial:.3f} games/s; speed-up {ratio:.2f}x (median of the rounds' ratios)",
+          flush=True)
     fast_serial, fast_scores = one_env_at_a_time(config, weights, args.baseline_games)
     print(f"one env at a time, a2c-tui's single-game env: {fast_serial:.3f} games/s, "
           f"mean score {np.mean(fast_scores):.1f}; speed-up {parallel / fast_serial:.2f}x", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"parallel_games_per_s": parallel, "notebook_games_per_s": serial,
-                       "ratio_vs_notebook": parallel / serial, "single_env_games_per_s": fast_serial,
+                       "ratio_vs_notebook": ratio, "rounds": rounds, "single_env_games_per_s": fast_serial,
                        "ratio_vs_single_env": parallel / fast_serial, "envs": args.envs, "episodes": args.episodes,
                        "parallel_mean": result["mean"], "notebook_mean": float(np.mean(scores)),
                        "single_env_mean": float(np.mean(fast_scores)), "checkpoint": args.checkpoint}, f, indent=1)
