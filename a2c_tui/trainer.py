@@ -849,7 +849,7 @@ class Trainer:
     def snapshot(self) -> Snapshot:
         return Snapshot(
             run_name=self.run_dir.name, run_dir=str(self.run_dir), env_id=self.config.env.id,
-            device=self.device.type, state=self._state, step=self.step,
+            device=f"{self.device.type} ({self.precision})", state=self._state, step=self.step,
             total_steps=self.config.run.total_steps, updates=self.updates, elapsed=self.elapsed,
             steps_per_sec=self._rate[2], score=self.scores.mean_score(), games=self.scores.games,
             hparams=MappingProxyType({**self.hparams, "lr": self.current_lr()}), metrics=self._last_record,

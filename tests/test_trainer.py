@@ -246,3 +246,15 @@ def test_the_score_line_says_when_no_game_has_finished():
     window.add(120.0, 500)
     window.add(180.0, 700)
     assert score_line(window) == "last-100 raw score 150.0 over 2 games"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_snapshot_names_the_device_and_the_precision(tmp_path, precision):
+    # the status bar shows it: a bf16 run must not look like an fp32 one
+    config = load_config("cartpole", tmp_path, "env.num_envs=2", "run.torch_threads=1", f"run.precision={precision}")
+    trainer = Trainer(config, tensorboard=False)
+    try:
+        assert trainer.snapshot().device == f"cpu ({precision})"
+    finally:
+        trainer.metrics.close()
+        trainer.envs.close()
