@@ -58,7 +58,8 @@ def match_layouts(optimizer: torch.optim.Optimizer) -> None:
     """Lay out each per-parameter state tensor (RMSprop's running squares, Adam's moments) as
     its parameter is laid out. A checkpoint from before the Linear weights' transposed layout
     (model.py) holds contiguous ones, and the optimizer's foreach ops run ~3.5x slower over
-    mismatched strides. The values are unchanged."""
+    mismatched strides; a crafted one may hold a value broadcast over the shape (stride 0),
+    which the in-place step refuses. The values are unchanged."""
     for group in optimizer.param_groups:
         for p in group["params"]:
             state = optimizer.state.get(p, {})

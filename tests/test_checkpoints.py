@@ -258,3 +258,24 @@ def test_a_checkpoint_with_contiguous_optimizer_state_resumes_laid_out_like_the_
     finally:
         resumed.metrics.close()
         resumed.envs.close()
+
+
+def test_a_checkpoint_whose_optimizer_state_shares_memory_resumes_and_trains(trained, tmp_path):
+    # A crafted file may store the running squares as one value broadcast over the shape
+    # (stride 0): finite and well-shaped, but the in-place optimizer step refuses tensors whose
+    # elements share memory ("training failed" at the first update before the fix).
+    trainer, path = trained
+    payload = ckpt.load(path)
+    for state in payload["optimizer"]["state"].values():
+        state["square_avg"] = torch.full((1,), 2.0).expand(state["square_avg"].shape)
+    crafted = path.parent / "crafted.pt"
+    torch.save(payload, crafted)
+    resumed = Trainer(trainer.config, resume=crafted, tensorboard=False)
+    try:
+        resumed.train_update()
+        assert resumed.updates == 31
+        for p in resumed.model.parameters():
+            assert resumed.optimizer.state[p]["square_avg"].stride() == p.stride()
+    finally:
+        resumed.metrics.close()
+        resumed.envs.close()
