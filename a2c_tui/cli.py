@@ -1,6 +1,6 @@
 """`a2c-tui` entry point: the app by default, `train --headless`, `ls`, `attach`, `stop`, `eval`, `record`.
 
-A run is a process of its own (a2c_tui.service): `a2c-tui` starts one in the background and
+A run is a process of its own (a2c_tui.run.service): `a2c-tui` starts one in the background and
 attaches the app to it; `train --headless` runs the same service in the foreground."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from a2c_tui.config import EVAL_SEED
-from a2c_tui import files
+from a2c_tui.run import files
 
 DEFAULT_CONFIG = "configs/space_invaders.toml"
 
@@ -135,9 +135,9 @@ def _thread_error(args: threading.ExceptHookArgs) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from a2c_tui.config import ConfigError
-    from a2c_tui.files import RefusedFile
-    from a2c_tui.protocol import ProtocolError
-    from a2c_tui.service import ServiceError
+    from a2c_tui.run.files import RefusedFile
+    from a2c_tui.run.protocol import ProtocolError
+    from a2c_tui.run.service import ServiceError
 
     errors: tuple[type[Exception], ...] = (UsageError, ConfigError, RefusedFile, ServiceError, ProtocolError)
     threading.excepthook = _thread_error
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "stop":
             return cmd_stop(args)
         # The commands below load torch; the ones above are light clients.
-        from a2c_tui.checkpoints import CheckpointError
+        from a2c_tui.run.checkpoints import CheckpointError
 
         errors = (*errors, CheckpointError)
         if args.command == "eval":
@@ -188,7 +188,7 @@ def _run_argv(args) -> list[str]:
 def cmd_app(args) -> int:
     """Start the run as a process of its own and attach the app to it; a run that is already alive
     (`--resume` of a live run) is attached to, never given a second writer."""
-    from a2c_tui.service import RunLock, spawn
+    from a2c_tui.run.service import RunLock, spawn
 
     _leave_on_hangup()
     if args.resume:
@@ -216,14 +216,14 @@ def _attach_app(run_dir: Path) -> int:
 
 
 def cmd_attach(args) -> int:
-    from a2c_tui.service import find_run
+    from a2c_tui.run.service import find_run
 
     _leave_on_hangup()
     return _attach_app(find_run(args.run).run_dir)
 
 
 def cmd_ls() -> int:
-    from a2c_tui.service import known_runs
+    from a2c_tui.run.service import known_runs
 
     runs = known_runs()
     if not runs:
@@ -243,7 +243,7 @@ def cmd_ls() -> int:
 
 
 def cmd_stop(args) -> int:
-    from a2c_tui.service import RunLock, find_run, request
+    from a2c_tui.run.service import RunLock, find_run, request
 
     entry = find_run(args.run)
     saved = request(entry.run_dir, "stop", timeout=300)
@@ -262,7 +262,7 @@ def cmd_service(args, config, resume_overrides) -> int:
     """The run process that `a2c-tui` starts (service.spawn): no terminal, output to service.log."""
     import threading
 
-    from a2c_tui.service import log_to, open_run, serve, tell_starter
+    from a2c_tui.run.service import log_to, open_run, serve, tell_starter
 
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # it has no terminal; a stray hangup must not end the run
     try:
@@ -294,7 +294,7 @@ def _log_events(item) -> None:
 
 
 def cmd_train_headless(args, config, resume_overrides=None) -> int:
-    from a2c_tui import distributed
+    from a2c_tui.learn import distributed
 
     try:
         return _train_headless(args, config, resume_overrides)
@@ -309,9 +309,9 @@ def _train_headless(args, config, resume_overrides) -> int:
     reporter's own thread writes stdout and stderr: a pipe nobody reads never blocks training."""
     import threading
 
-    from a2c_tui.metrics import score_line
-    from a2c_tui.protocol import State
-    from a2c_tui.service import open_run, serve
+    from a2c_tui.run.metrics import score_line
+    from a2c_tui.run.protocol import State
+    from a2c_tui.run.service import open_run, serve
 
     handle = None
     signals: list[int] = []
@@ -367,7 +367,7 @@ def _train_headless(args, config, resume_overrides) -> int:
 
 def _follow(trainer) -> int:
     """A rank other than 0: it trains as rank 0 says and speaks only of its own errors."""
-    from a2c_tui.protocol import Event, State
+    from a2c_tui.run.protocol import Event, State
 
     def errors(item) -> None:
         if isinstance(item, Event) and item.level == "error":
@@ -521,7 +521,7 @@ class _Reporter:
 
     def __call__(self, item) -> None:
         """A subscriber: called on the training thread, so it only queues."""
-        from a2c_tui.protocol import Event
+        from a2c_tui.run.protocol import Event
 
         if isinstance(item, Event):
             self.line(f"{item.level}: {item.text}" if item.level != "info" else item.text)
@@ -540,9 +540,9 @@ class _Reporter:
 def cmd_eval(args) -> int:
     import torch
 
-    from a2c_tui import checkpoints as ckpt
-    from a2c_tui.evaluate import evaluate
-    from a2c_tui.trainer import config_from_payload, resolve_device, resolve_resume
+    from a2c_tui.run import checkpoints as ckpt
+    from a2c_tui.run.evaluate import evaluate
+    from a2c_tui.run.trainer import config_from_payload, resolve_device, resolve_resume
 
     _need(args.episodes >= 1, "--episodes", args.episodes, ">= 1")
     _need(args.envs >= 1, "--envs", args.envs, ">= 1")
@@ -550,7 +550,7 @@ def cmd_eval(args) -> int:
     run_dir, path = resolve_resume(args.checkpoint)
     payload = ckpt.load(path)
     config = config_from_payload(payload, path)
-    from a2c_tui.envs import make_envs
+    from a2c_tui.learn.envs import make_envs
 
     probe = make_envs(config.env.id, 1, life_loss=False)
     try:
@@ -592,7 +592,7 @@ def _need_seed(seed: int) -> None:
 
 def _check_json_target(target: Path, run_dir: Path) -> None:
     """--json must name a file that can be written and that is not one of the run's own."""
-    from a2c_tui.checkpoints import RUN_FILES
+    from a2c_tui.run.checkpoints import RUN_FILES
 
     if target.is_dir():
         raise UsageError(f"--json {target} is not allowed: it is a directory")
@@ -613,8 +613,8 @@ def _check_json_target(target: Path, run_dir: Path) -> None:
 def cmd_record(args) -> int:
     import torch
 
-    from a2c_tui.record import record_checkpoint
-    from a2c_tui.trainer import resolve_device
+    from a2c_tui.run.record import record_checkpoint
+    from a2c_tui.run.trainer import resolve_device
 
     _need(args.games >= 1, "--games", args.games, ">= 1")
     _need_seed(args.seed)

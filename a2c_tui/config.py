@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from a2c_tui import files
+from a2c_tui.run import files
 
 
 FLOAT32_TINY = 2.0**-126  # the smallest normal float32
@@ -158,7 +158,7 @@ def _check_range(key: str, value: Any) -> None:
             need(all(len(part.encode()) <= 255 for part in value.split("/")) and len(value.encode()) < 4096,
                  "a path whose names are at most 255 bytes each (4095 in all)")
         case "env.id":
-            from a2c_tui.envs import check_env_id  # late import: envs pulls in ale_py
+            from a2c_tui.learn.envs import check_env_id  # late import: envs pulls in ale_py
 
             problem = check_env_id(value)
             if problem:

@@ -22,7 +22,7 @@ import time
 
 import a2c_tui  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
 from a2c_tui import config as cfg
-from a2c_tui.handle import LocalHandle
+from a2c_tui.run.handle import LocalHandle
 from a2c_tui.tui.app import A2CApp
 
 MODES = ("headless", "app")

@@ -31,8 +31,8 @@ def worker(rank: int, ranks: int, port: int, config_path: str, overrides: list[s
                           MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     import a2c_tui  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
     from a2c_tui import config as cfg
-    from a2c_tui import distributed
-    from a2c_tui.trainer import Trainer
+    from a2c_tui.learn import distributed
+    from a2c_tui.run.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(cfg.load(config_path, [*overrides, f"run.out_dir={out!r}", "run.total_steps=1000000000"]),

@@ -27,10 +27,10 @@ import time
 
 import a2c_tui  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
 
-from a2c_tui import checkpoints as ckpt
 from a2c_tui import config as cfg
-from a2c_tui.evaluate import PeriodicEvaluation
-from a2c_tui.trainer import Trainer
+from a2c_tui.run import checkpoints as ckpt
+from a2c_tui.run.evaluate import PeriodicEvaluation
+from a2c_tui.run.trainer import Trainer
 
 
 def train_for(trainer: Trainer, until) -> tuple[int, float, float]:

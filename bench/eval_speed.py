@@ -1,4 +1,4 @@
-"""Evaluation speed: games/s of a 100-game evaluation (parallel envs, `a2c_tui.evaluate`)
+"""Evaluation speed: games/s of a 100-game evaluation (parallel envs, `a2c_tui.run.evaluate`)
 against one env playing whole games one after another with a batch-of-one policy (the
 course notebook's way: gymnasium's Atari env and wrappers), with the same weights; and
 against a2c-tui's own single-game env, which skips gymnasium's Python wrappers.
@@ -21,12 +21,12 @@ import a2c_tui  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
 import numpy as np
 import torch
 
-from a2c_tui import checkpoints as ckpt
 from a2c_tui import config as cfg
-from a2c_tui.evaluate import evaluate
-from a2c_tui.model import ActorCritic, act
-from a2c_tui.record import AtariGame
-from a2c_tui.trainer import config_from_payload
+from a2c_tui.learn.model import ActorCritic, act
+from a2c_tui.run import checkpoints as ckpt
+from a2c_tui.run.evaluate import evaluate
+from a2c_tui.run.record import AtariGame
+from a2c_tui.run.trainer import config_from_payload
 
 
 def notebook_way(config: cfg.Config, weights, games: int, seed: int = 7) -> tuple[float, list[float]]:
@@ -36,7 +36,7 @@ def notebook_way(config: cfg.Config, weights, games: int, seed: int = 7) -> tupl
     import gymnasium as gym
     from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
 
-    from a2c_tui.envs import atari_rom
+    from a2c_tui.learn.envs import atari_rom
 
     gym.register_envs(ale_py)
     name = "".join(part.title() for part in atari_rom(config.env.id).split("_"))

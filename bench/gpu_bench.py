@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from a2c_tui import config as cfg
-from a2c_tui import trainer as trainer_module
-from a2c_tui.envs import EnvGroups, Step
-from a2c_tui.trainer import Trainer, compile_parts, resolve_device
+from a2c_tui.learn.envs import EnvGroups, Step
+from a2c_tui.run import trainer as trainer_module
+from a2c_tui.run.trainer import Trainer, compile_parts, resolve_device
 from throughput import bench_env_only, bench_network_only, clocked
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from a2c_tui import checkpoints as ckpt  # noqa: E402
+from a2c_tui.run import checkpoints as ckpt  # noqa: E402
 
 STARTED = re.compile(r"\brun (\S+) at step ([\d,]+) of")
 TEMP = re.compile(r"^\..*\.(tmp|link)$")  # checkpoints.atomic_write_bytes / link_or_copy temp names

@@ -14,7 +14,7 @@ import math
 import sys
 from pathlib import Path
 
-from a2c_tui.metrics import read_jsonl
+from a2c_tui.run.metrics import read_jsonl
 
 # Average raw whole-game score over the last 100 training games, SpaceInvaders, A2C.
 REFERENCES = {

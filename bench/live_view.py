@@ -29,8 +29,8 @@ from rich.console import Console
 from textual.app import App, ComposeResult
 
 from a2c_tui import config as cfg
-from a2c_tui.frames import FrameSource
-from a2c_tui.liveview import LivePlayer
+from a2c_tui.learn.frames import FrameSource
+from a2c_tui.run.liveview import LivePlayer
 from a2c_tui.tui.gameview import GameView
 
 MODES = ("hidden", "shown")
@@ -120,13 +120,13 @@ def main() -> int:
         if args.no_trainer:
             import torch
 
-            from a2c_tui.model import ActorCritic
+            from a2c_tui.learn.model import ActorCritic
 
             trainer = None
             weights = ActorCritic((4, 84, 84), 6).state_dict()
             player = LivePlayer(config, lambda: (weights, "untrained"), source)
         else:
-            from a2c_tui.trainer import Trainer
+            from a2c_tui.run.trainer import Trainer
 
             trainer = Trainer(config, tensorboard=False)
             player = LivePlayer(config, lambda: (trainer.weights().result(timeout=60), f"step {trainer.step:,}"),

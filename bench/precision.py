@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from a2c_tui import config as cfg
-from a2c_tui import trainer as trainer_module
-from a2c_tui.a2c import a2c_loss
-from a2c_tui.trainer import Trainer
+from a2c_tui.learn.a2c import a2c_loss
+from a2c_tui.run import trainer as trainer_module
+from a2c_tui.run.trainer import Trainer
 
 
 def gradient(model, obs, actions, targets, value_coef, entropy_coef) -> tuple[torch.Tensor, float]:

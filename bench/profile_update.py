@@ -18,8 +18,8 @@ import a2c_tui  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
 import torch
 
 from a2c_tui import config as cfg
-from a2c_tui import trainer as trainer_module
-from a2c_tui.trainer import Trainer, choose_threads, resolve_device
+from a2c_tui.run import trainer as trainer_module
+from a2c_tui.run.trainer import Trainer, choose_threads, resolve_device
 from throughput import clocked
 
 

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from a2c_tui import config as cfg
-from a2c_tui.a2c import make_optimizer, update
-from a2c_tui.model import ActorCritic
-from a2c_tui.rollout import value_targets
+from a2c_tui.learn.a2c import make_optimizer, update
+from a2c_tui.learn.model import ActorCritic
+from a2c_tui.learn.rollout import value_targets
 
 # SB3's CnnPolicy (shared NatureCNN) -> ActorCritic
 NAMES = {"features_extractor.cnn.0": "torso.0.0", "features_extractor.cnn.2": "torso.0.2",

@@ -35,9 +35,9 @@ from pathlib import Path
 import a2c_tui  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
 
 from a2c_tui import config as cfg
-from a2c_tui import protocol, service
-from a2c_tui.service import RunLock, request
-from a2c_tui.trainer import Trainer
+from a2c_tui.run import protocol, service
+from a2c_tui.run.service import RunLock, request
+from a2c_tui.run.trainer import Trainer
 from a2c_tui.tui.remote import RemoteHandle
 
 ROOT = Path(__file__).resolve().parent.parent

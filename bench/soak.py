@@ -126,8 +126,8 @@ def soak(seconds: float, out_dir: Path, action_every: float = 15.0, log=print) -
     from textual.widgets import Input
 
     from a2c_tui import config as cfg
-    from a2c_tui.handle import LocalHandle
-    from a2c_tui.trainer import Event
+    from a2c_tui.run.handle import LocalHandle
+    from a2c_tui.run.trainer import Event
     from a2c_tui.tui.app import A2CApp
 
     config = cfg.load(ROOT / "configs" / "smoke.toml", [

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from a2c_tui import config as cfg
-from a2c_tui.a2c import make_optimizer, update
-from a2c_tui.envs import make_envs
-from a2c_tui.model import ActorCritic, act
-from a2c_tui.trainer import Trainer, choose_threads, resolve_device
+from a2c_tui.learn.a2c import make_optimizer, update
+from a2c_tui.learn.envs import make_envs
+from a2c_tui.learn.model import ActorCritic, act
+from a2c_tui.run.trainer import Trainer, choose_threads, resolve_device
 
 
 def timed(step, steps_per_call: int, seconds: float, warmup: int = 20) -> float:

@@ -15,8 +15,8 @@ import time
 import a2c_tui  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
 import torch
 
-from a2c_tui.a2c import make_optimizer, update
-from a2c_tui.model import ActorCritic
+from a2c_tui.learn.a2c import make_optimizer, update
+from a2c_tui.learn.model import ActorCritic
 
 
 def main() -> int:

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from a2c_tui import config as cfg
-from a2c_tui import service
-from a2c_tui.service import RunLock
-from a2c_tui.envs import GameTracker, Step
+from a2c_tui.run import service
+from a2c_tui.run.service import RunLock
+from a2c_tui.learn.envs import GameTracker, Step
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"

@@ -24,11 +24,11 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from a2c_tui import checkpoints as ckpt
+from a2c_tui.run import checkpoints as ckpt
 from a2c_tui import config as cfg
 from a2c_tui.config import ConfigError
-from a2c_tui.trainer import State
-from a2c_tui.envs import atari_rom  # names a game (not the check under test): keeps random names unknown
+from a2c_tui.run.trainer import State
+from a2c_tui.learn.envs import atari_rom  # names a game (not the check under test): keeps random names unknown
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).with_name("a2c-tui")
@@ -355,7 +355,7 @@ def test_trainer_set_hparams_refuses_invalid_values_at_once(trainer_for_hparams,
 
 @pytest.fixture(scope="module")
 def trainer_for_hparams(tmp_path_factory):
-    from a2c_tui.trainer import Trainer
+    from a2c_tui.run.trainer import Trainer
 
     config = cfg.load(ROOT / "configs" / "cartpole.toml", [f"run.out_dir={str(tmp_path_factory.mktemp('hp'))!r}"])
     trainer = Trainer(config, tensorboard=False)  # not started: commands run at once, in this thread
@@ -378,7 +378,7 @@ class RunsCode:
 @pytest.fixture(scope="module")
 def real_checkpoints(tmp_path_factory):
     """A SpaceInvaders checkpoint (6 actions) and a Breakout one (4 actions), as saved by the trainer."""
-    from a2c_tui.trainer import Trainer
+    from a2c_tui.run.trainer import Trainer
 
     out = tmp_path_factory.mktemp("real")
     paths = {}
@@ -445,8 +445,8 @@ def test_crafted_files_really_run_code_when_loaded_unsafely(real_checkpoints, tm
 
 def test_bad_checkpoints_are_refused_in_one_line_everywhere_and_run_no_code(real_checkpoints, tmp_path):
     """ckpt.load, resuming a run, loading into a running trainer, evaluating from the app."""
-    from a2c_tui.handle import LocalHandle
-    from a2c_tui.trainer import Trainer
+    from a2c_tui.run.handle import LocalHandle
+    from a2c_tui.run.trainer import Trainer
 
     files = bad_files(tmp_path / "bad", real_checkpoints["SpaceInvaders"], real_checkpoints["Breakout"])
     config = cfg.load(ROOT / "configs" / "smoke.toml", [f"run.out_dir={str(tmp_path / 'runs')!r}", "env.num_envs=1"])
@@ -505,7 +505,7 @@ def test_damaged_checkpoint_bytes_load_or_are_refused_in_one_line(small_checkpoi
 
 @pytest.fixture(scope="module")
 def small_checkpoint(tmp_path_factory) -> Path:
-    from a2c_tui.trainer import Trainer
+    from a2c_tui.run.trainer import Trainer
 
     out = tmp_path_factory.mktemp("small")
     trainer = Trainer(cfg.load(ROOT / "configs" / "cartpole.toml", [f"run.out_dir={str(out)!r}", "env.num_envs=1"]),
@@ -552,7 +552,7 @@ def test_bad_input_through_the_cli_is_one_line_exit_2_nothing_written(real_check
 def test_a_run_that_cannot_start_leaves_no_run_dir_and_no_envs(tmp_path, monkeypatch):
     """Envs that fail to start, or an out_dir that cannot be made: one-line error, no empty run
     directory, and the envs already started are closed (not left to the garbage collector)."""
-    import a2c_tui.trainer as tr
+    import a2c_tui.run.trainer as tr
 
     config = cfg.load(ROOT / "configs" / "cartpole.toml", [f"run.out_dir={str(tmp_path / 'runs')!r}"])
     real_make_envs, opened = tr.make_envs, []

@@ -9,9 +9,9 @@ import pickle
 import pytest
 import torch
 
-from a2c_tui import checkpoints as ckpt
-from a2c_tui.a2c import scheduled_lr
-from a2c_tui.trainer import Trainer
+from a2c_tui.run import checkpoints as ckpt
+from a2c_tui.learn.a2c import scheduled_lr
+from a2c_tui.run.trainer import Trainer
 from conftest import load_config
 
 CARTPOLE = ("run.torch_threads=1", "env.num_envs=4", "run.total_steps=20000", "run.log_every=10",

@@ -11,10 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from a2c_tui import checkpoints as ckpt
+from a2c_tui.run import checkpoints as ckpt
 from a2c_tui import config as cfg
-from a2c_tui.metrics import read_jsonl
-from a2c_tui.model import ActorCritic
+from a2c_tui.run.metrics import read_jsonl
+from a2c_tui.learn.model import ActorCritic
 from conftest import CONFIGS, run_cli
 
 

@@ -22,11 +22,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from a2c_tui import checkpoints as ckpt
-from a2c_tui.a2c import NonFiniteError, make_optimizer, update
-from a2c_tui.metrics import read_jsonl
-from a2c_tui.model import ActorCritic
-from a2c_tui.trainer import State, Trainer
+from a2c_tui.run import checkpoints as ckpt
+from a2c_tui.learn.a2c import NonFiniteError, make_optimizer, update
+from a2c_tui.run.metrics import read_jsonl
+from a2c_tui.learn.model import ActorCritic
+from a2c_tui.run.trainer import State, Trainer
 from conftest import CONFIGS, load_config, run_cli
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -85,7 +85,7 @@ def scenario(rank: int, out: str, resume: str) -> dict:
     """Each rank: one update on its half of the fixed batch; a NaN on rank 1 only; then a
     cartpole run resumed from a one-process checkpoint, paused, edited, resumed and stopped
     from rank 0 while rank 1 follows."""
-    from a2c_tui import distributed
+    from a2c_tui.learn import distributed
 
     group = distributed.join()
     report: dict = {}
@@ -157,7 +157,7 @@ def wait_for(condition, seconds: float = 120) -> None:
 
 def _rank_main(rank: int, world: int, port: int, results, fn, args) -> None:
     os.environ.update(rank_env(rank, world, port))
-    from a2c_tui import distributed
+    from a2c_tui.learn import distributed
 
     try:
         results.put((rank, fn(rank, *args)))
@@ -232,7 +232,7 @@ def test_one_process_checkpoint_resumes_on_two_ranks(two_ranks):
 
 
 def test_ranks_on_a_node_share_its_cores():
-    from a2c_tui.trainer import choose_threads
+    from a2c_tui.run.trainer import choose_threads
 
     smoke = load_config("smoke", Path("unused"))
     cores = os.cpu_count() or 1

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from a2c_tui.envs import AtariEnvs, GameTracker, GymEnvs, check_env_id, make_envs
+from a2c_tui.learn.envs import AtariEnvs, GameTracker, GymEnvs, check_env_id, make_envs
 
 OBS_SHAPE = (4, 84, 84)
 
@@ -213,7 +213,7 @@ def test_closed_atari_envs_leave_no_emulator_alive_at_exit():
     its trainer (and a thread may keep an evaluation's envs) until the interpreter exits, and
     nanobind then printed "leaked 1 instances ... ALEVectorInterface" after the app quit."""
     code = ("import threading\n"
-            "from a2c_tui.envs import make_envs\n"
+            "from a2c_tui.learn.envs import make_envs\n"
             "envs = make_envs('SpaceInvaders', 2, num_threads=1)\n"
             "envs.reset()\n"
             "envs.close()\n"

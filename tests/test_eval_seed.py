@@ -3,8 +3,8 @@
 import torch
 
 from a2c_tui import config as cfg
-from a2c_tui.evaluate import evaluate
-from a2c_tui.model import ActorCritic
+from a2c_tui.run.evaluate import evaluate
+from a2c_tui.learn.model import ActorCritic
 
 
 def test_same_seed_same_games_and_global_rng_untouched():

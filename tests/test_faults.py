@@ -24,12 +24,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from a2c_tui import checkpoints as ckpt
+from a2c_tui.run import checkpoints as ckpt
 from a2c_tui import config as cfg
-from a2c_tui.a2c import scheduled_lr
-from a2c_tui.evaluate import Cancelled
-from a2c_tui.handle import LocalHandle
-from a2c_tui.trainer import Event, State, Trainer, resolve_resume
+from a2c_tui.learn.a2c import scheduled_lr
+from a2c_tui.run.evaluate import Cancelled
+from a2c_tui.run.handle import LocalHandle
+from a2c_tui.run.trainer import Event, State, Trainer, resolve_resume
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -171,7 +171,7 @@ def test_resume_skips_a_corrupt_newest_file(trained_run, tmp_path):
 CRASH_MID_WRITE = r"""
 import os, sys
 from pathlib import Path
-from a2c_tui import checkpoints as ckpt
+from a2c_tui.run import checkpoints as ckpt
 
 target, kind = Path(sys.argv[1]), sys.argv[2]
 real_fdopen = os.fdopen
@@ -257,7 +257,7 @@ def start_headless(out_dir: Path, stdout, stderr) -> subprocess.Popen:
 
 def wait_for_games(out_dir: Path, proc: subprocess.Popen, games: int, timeout: float = 120) -> Path:
     """Until metrics.jsonl shows `games` finished games; returns the run directory."""
-    from a2c_tui.metrics import read_jsonl
+    from a2c_tui.run.metrics import read_jsonl
 
     def ready() -> bool:
         assert proc.poll() is None, f"the trainer exited early with {proc.returncode}"
@@ -332,7 +332,7 @@ def test_sighup_from_a_dropped_ssh_session_saves_and_exits_0(tmp_path):
     files = list(run_dir.glob("step_*.pt"))
     assert len(files) == 1, "no checkpoint was written on SIGHUP"
     stopped_at = ckpt.load(files[0])["step"]
-    from a2c_tui.metrics import read_jsonl
+    from a2c_tui.run.metrics import read_jsonl
 
     assert stopped_at >= read_jsonl(run_dir / "metrics.jsonl")[-1]["step"]
     check_resume_continues(run_dir, tmp_path, stopped_at, None, None)
@@ -345,7 +345,7 @@ def test_a_stdout_pipe_nobody_reads_never_stalls_training_or_the_signal(tmp_path
     import fcntl
     import termios
 
-    from a2c_tui.metrics import read_jsonl
+    from a2c_tui.run.metrics import read_jsonl
 
     out_dir = tmp_path / "runs"
     args = ["train", "--headless", "--config", "configs/cartpole.toml", "--set", f'run.out_dir="{out_dir}"',
@@ -382,11 +382,11 @@ def test_a_stdout_pipe_nobody_reads_never_stalls_training_or_the_signal(tmp_path
 
 SIGNAL_DURING = r"""
 import os, signal, sys
-import a2c_tui.trainer
+import a2c_tui.run.trainer
 from a2c_tui import cli
 
 name = sys.argv[1]
-real = getattr(a2c_tui.trainer, name)
+real = getattr(a2c_tui.run.trainer, name)
 
 
 def signalled(*args, **kwargs):
@@ -394,7 +394,7 @@ def signalled(*args, **kwargs):
     return real(*args, **kwargs)
 
 
-setattr(a2c_tui.trainer, name, signalled)
+setattr(a2c_tui.run.trainer, name, signalled)
 sys.exit(cli.main(sys.argv[2:]))
 """
 
@@ -419,7 +419,7 @@ def test_sigterm_before_training_starts_exits_0_and_leaves_no_run_directory(tmp_
 
 # ----- a full disk -------------------------------------------------------------------------
 class FullDisk:
-    """Stands in for the `os` module inside a2c_tui.checkpoints. While `full`, a file write
+    """Stands in for the `os` module inside a2c_tui.run.checkpoints. While `full`, a file write
     stops half way with ENOSPC ("write"), or the data never reaches the disk: fsync fails
     with ENOSPC ("fsync"), as with delayed allocation on a full filesystem."""
 
@@ -915,7 +915,7 @@ def test_repeated_evaluations_while_training(training):
 
 
 def test_cancelled_evaluation_stops_promptly_and_closes_its_envs(training, monkeypatch):
-    import a2c_tui.evaluate
+    import a2c_tui.run.evaluate
 
     opened = []
 
@@ -927,8 +927,8 @@ def test_cancelled_evaluation_stops_promptly_and_closes_its_envs(training, monke
         envs.close = lambda: (close(), setattr(envs, "closed", True))
         return envs
 
-    real_make_envs = a2c_tui.evaluate.make_envs
-    monkeypatch.setattr(a2c_tui.evaluate, "make_envs", make_envs)
+    real_make_envs = a2c_tui.run.evaluate.make_envs
+    monkeypatch.setattr(a2c_tui.run.evaluate, "make_envs", make_envs)
     handle = training()
     cancel = threading.Event()
     progressed = threading.Event()
@@ -994,7 +994,7 @@ def test_soak_app_four_minutes(tmp_path):
 def test_every_evaluation_hands_its_free_memory_back(tmp_path, monkeypatch):
     """An evaluation's checkpoint, model and games are freed and their pages trimmed when it
     ends, finished or cancelled (without the trim the app's RSS crept up per evaluation)."""
-    import a2c_tui.handle as handle_module
+    import a2c_tui.run.handle as handle_module
 
     trims = []
     monkeypatch.setattr(handle_module, "release_free_memory", lambda: trims.append(1))

@@ -13,9 +13,9 @@ import torch
 from textual.app import App, ComposeResult
 
 from a2c_tui import config as cfg
-from a2c_tui.frames import FrameSource
-from a2c_tui.liveview import LivePlayer
-from a2c_tui.model import ActorCritic
+from a2c_tui.learn.frames import FrameSource
+from a2c_tui.run.liveview import LivePlayer
+from a2c_tui.learn.model import ActorCritic
 from a2c_tui.tui.gameview import CellPainter, GamePane, GameView, box_resize, fit
 
 def sync(test):
@@ -245,7 +245,7 @@ async def test_game_pane_plays_the_attached_run_while_shown():
 
 @sync
 async def test_game_pane_records_a_checkpoint_and_shows_the_recorded_game(tmp_path):
-    from a2c_tui import checkpoints as ckpt
+    from a2c_tui.run import checkpoints as ckpt
 
     config = cfg.load(None).replace(**{"env.max_episode_frames": 400})
     checkpoint = tmp_path / "step_100.pt"

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from a2c_tui.a2c import forward_losses, make_optimizer, update
+from a2c_tui.learn.a2c import forward_losses, make_optimizer, update
 from a2c_tui.config import ConfigError, resume_overrides
-from a2c_tui.envs import EnvGroups
-from a2c_tui.model import ActorCritic, act, policy_step
-from a2c_tui.trainer import Trainer, compile_parts, compiled, env_groups, set_tf32, use_tf32
+from a2c_tui.learn.envs import EnvGroups
+from a2c_tui.learn.model import ActorCritic, act, policy_step
+from a2c_tui.run.trainer import Trainer, compile_parts, compiled, env_groups, set_tf32, use_tf32
 from conftest import load_config
 
 CUDA = torch.device("cuda")  # a device object only: nothing runs on it here

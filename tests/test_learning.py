@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
-from a2c_tui.metrics import read_jsonl
-from a2c_tui.trainer import State, Trainer
+from a2c_tui.run.metrics import read_jsonl
+from a2c_tui.run.trainer import State, Trainer
 from conftest import load_config
 
 

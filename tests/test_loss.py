@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from a2c_tui.a2c import a2c_loss, r_squared, update
-from a2c_tui.model import ActorCritic
+from a2c_tui.learn.a2c import a2c_loss, r_squared, update
+from a2c_tui.learn.model import ActorCritic
 
 
 def test_r_squared_by_hand():

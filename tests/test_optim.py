@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from a2c_tui.a2c import RMSpropTF, make_optimizer, scheduled_lr
+from a2c_tui.learn.a2c import RMSpropTF, make_optimizer, scheduled_lr
 
 
 def quadratic_steps(optimizer_factory, start: list[float], steps: int) -> list[list[float]]:

@@ -9,12 +9,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from a2c_tui import checkpoints as ckpt
-from a2c_tui import protocol
+from a2c_tui.run import checkpoints as ckpt
+from a2c_tui.run import protocol
 from a2c_tui.config import ConfigError
-from a2c_tui.evaluate import PERIODIC_ENVS, Cancelled, summarize
-from a2c_tui.metrics import read_jsonl
-from a2c_tui.trainer import State, Trainer, device_usage
+from a2c_tui.run.evaluate import PERIODIC_ENVS, Cancelled, summarize
+from a2c_tui.run.metrics import read_jsonl
+from a2c_tui.run.trainer import State, Trainer, device_usage
 from conftest import load_config, wait_until
 
 
@@ -204,7 +204,7 @@ def test_each_record_says_where_the_update_time_went(tmp_path):
 
 
 def test_gpu_figures_come_from_torch_and_nvml_when_there(monkeypatch):
-    from a2c_tui import trainer as trainer_module
+    from a2c_tui.run import trainer as trainer_module
 
     cuda = SimpleNamespace(memory_allocated=lambda d: 3 * 2**29, max_memory_reserved=lambda d: 2**32,
                            utilization=lambda d: 87)

@@ -8,10 +8,10 @@ import copy
 import pytest
 import torch
 
-from a2c_tui import model as model_mod
-from a2c_tui.a2c import RMSpropTF, a2c_loss, update
+from a2c_tui.learn import model as model_mod
+from a2c_tui.learn.a2c import RMSpropTF, a2c_loss, update
 from a2c_tui.config import ConfigError, check_resume_overrides
-from a2c_tui.model import ActorCritic, resolve_precision
+from a2c_tui.learn.model import ActorCritic, resolve_precision
 
 
 def batch(n: int = 32, seed: int = 0):

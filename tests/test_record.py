@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from a2c_tui import checkpoints as ckpt
+from a2c_tui.run import checkpoints as ckpt
 from a2c_tui import config as cfg
 from a2c_tui.cli import main
-from a2c_tui.envs import make_envs
-from a2c_tui.evaluate import Cancelled
-from a2c_tui.frames import FrameSource
-from a2c_tui.model import ActorCritic
-from a2c_tui.record import FRAME_RATE, AtariGame, record
+from a2c_tui.learn.envs import make_envs
+from a2c_tui.run.evaluate import Cancelled
+from a2c_tui.learn.frames import FrameSource
+from a2c_tui.learn.model import ActorCritic
+from a2c_tui.run.record import FRAME_RATE, AtariGame, record
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from a2c_tui import checkpoints as ckpt
+from a2c_tui.run import checkpoints as ckpt
 
 
 def _save(run_dir, step):

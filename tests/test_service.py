@@ -1,4 +1,4 @@
-"""A run is a process of its own; apps attach and detach (a2c_tui.service, tui/remote.py).
+"""A run is a process of its own; apps attach and detach (a2c_tui.run.service, tui/remote.py).
 
 In-process tests serve a real trainer on a real socket (RunService) and talk to it as apps
 do; process tests start the real `a2c-tui` and leave no process behind (the `runtime`
@@ -24,8 +24,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from a2c_tui import protocol, service
-from a2c_tui.service import RunLock, RunService, ServiceError
+from a2c_tui.run import protocol, service
+from a2c_tui.run.service import RunLock, RunService, ServiceError
 from a2c_tui.tui.remote import RemoteHandle
 from conftest import CLI, CONFIGS, ROOT, drain_terminal, load_config, wait_until
 
@@ -36,7 +36,7 @@ SMOKE = ["--config", str(CONFIGS / "smoke.toml"), "--set", "run.total_steps=1000
 @pytest.fixture
 def served(runtime, tmp_path):
     """A real trainer (smoke config, 2 envs, short games) served on its socket in this process, running."""
-    from a2c_tui.handle import LocalHandle
+    from a2c_tui.run.handle import LocalHandle
 
     config = load_config("smoke", tmp_path / "runs", "run.total_steps=1000000", "env.num_envs=2",
                          "env.max_episode_frames=400", "run.checkpoint_every=1000000", "run.log_every=1")

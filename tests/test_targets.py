@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from a2c_tui.rollout import value_targets
-from a2c_tui.trainer import Trainer
+from a2c_tui.learn.rollout import value_targets
+from a2c_tui.run.trainer import Trainer
 from conftest import ScriptedEnvs, ValueReadingModel, load_config
 
 
@@ -164,7 +164,7 @@ def test_truncation_bootstraps_from_final_obs_in_collect(tmp_path):
 def test_image_rollout_is_stored_channels_last_and_flattens_without_a_copy():
     """The model's convolutions run channels-last; the rollout keeps frames in that layout so
     neither acting (one row) nor the update (all rows) converts them again."""
-    from a2c_tui.rollout import Rollout
+    from a2c_tui.learn.rollout import Rollout
 
     rollout = Rollout(5, 3, (4, 84, 84), torch.uint8, torch.device("cpu"))
     frames = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)

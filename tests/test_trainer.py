@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from a2c_tui import checkpoints as ckpt
-from a2c_tui import evaluate as evaluation
-from a2c_tui.a2c import scheduled_lr
+from a2c_tui.run import checkpoints as ckpt
+from a2c_tui.run import evaluate as evaluation
+from a2c_tui.learn.a2c import scheduled_lr
 from a2c_tui.config import ConfigError
-from a2c_tui.envs import GameTracker, Step
-from a2c_tui.metrics import read_jsonl
-from a2c_tui.model import ActorCritic
-from a2c_tui.trainer import State, Trainer
+from a2c_tui.learn.envs import GameTracker, Step
+from a2c_tui.run.metrics import read_jsonl
+from a2c_tui.learn.model import ActorCritic
+from a2c_tui.run.trainer import State, Trainer
 from conftest import load_config
 
 
@@ -239,7 +239,7 @@ def test_evaluation_runs_the_policy_only_for_counted_games(monkeypatch):
 
 
 def test_the_score_line_says_when_no_game_has_finished():
-    from a2c_tui.metrics import ScoreWindow, score_line
+    from a2c_tui.run.metrics import ScoreWindow, score_line
 
     window = ScoreWindow(100)
     assert score_line(window) == "no game finished yet"  # not "nan over 0 games"

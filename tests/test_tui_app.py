@@ -56,7 +56,7 @@ def fake(tmp_path) -> FakeHandle:
 @pytest.fixture
 def smoke(tmp_path):
     """A real trainer on the smoke config, not yet started (the app starts it paused)."""
-    from a2c_tui.handle import LocalHandle
+    from a2c_tui.run.handle import LocalHandle
 
     # Two envs and games capped at 2,000 frames keep start-up and evaluation short.
     config = cfg.load(ROOT / "configs/smoke.toml", [f"run.out_dir='{tmp_path}'", "run.total_steps=1000000",
@@ -72,7 +72,7 @@ def attach(request, runtime):
     """The handle the app gets for a real trainer: the trainer's own (in this process), or a
     RemoteHandle over the run's socket to a RunService serving it (as `a2c-tui` runs it, minus the
     process), so each test below runs against both."""
-    from a2c_tui.service import RunService
+    from a2c_tui.run.service import RunService
     from a2c_tui.tui.remote import RemoteHandle
 
     opened = []
@@ -518,7 +518,7 @@ async def test_a_log_pane_never_opened_keeps_only_its_last_lines(fake):
 async def test_a_dead_service_shows_disconnected_and_offers_to_resume(fake, runtime):
     """The run's process dies while an app is attached: DISCONNECTED within 2 s, the app stays
     usable, and it offers to resume the run from its latest checkpoint."""
-    from a2c_tui.service import RunService
+    from a2c_tui.run.service import RunService
     from a2c_tui.tui.remote import RemoteHandle
 
     service = RunService(fake)
@@ -545,7 +545,7 @@ async def test_a_dead_service_shows_disconnected_and_offers_to_resume(fake, runt
 
 @sync
 async def test_d_detaches_and_leaves_the_run_untouched(fake, runtime):
-    from a2c_tui.service import RunService
+    from a2c_tui.run.service import RunService
     from a2c_tui.tui.remote import RemoteHandle
 
     service = RunService(fake)
@@ -768,7 +768,7 @@ async def test_each_sparkline_says_which_steps_it_spans(fake):
 async def test_evaluations_beside_training_and_the_time_split_reach_the_metrics_pane(smoke, attach):
     import copy
 
-    from a2c_tui.evaluate import PeriodicJob, summarize
+    from a2c_tui.run.evaluate import PeriodicJob, summarize
 
     app = A2CApp(attach(smoke), paused=True)
     async with app.run_test(size=(80, 24)) as pilot:

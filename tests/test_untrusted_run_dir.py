@@ -28,12 +28,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from a2c_tui import checkpoints as ckpt
+from a2c_tui.run import checkpoints as ckpt
 from a2c_tui import cli
 from a2c_tui import config as cfg
-from a2c_tui import files
+from a2c_tui.run import files
 from a2c_tui.config import ConfigError
-from a2c_tui.trainer import State, Trainer
+from a2c_tui.run.trainer import State, Trainer
 from conftest import CONFIGS, load_config
 
 
@@ -180,7 +180,7 @@ def test_no_command_writes_outside_a_crafted_run_directory(template, tmp_path_fa
         "record": run("record", target, "--games", "1", "--out", str(videos / "v")),
     }
     handle_like = SimpleNamespace(run_dir=run_dir, state=State.STOPPED)
-    from a2c_tui.handle import LocalHandle
+    from a2c_tui.run.handle import LocalHandle
 
     handle = LocalHandle(handle_like)
     for info in handle.list_checkpoints():
@@ -238,7 +238,7 @@ def test_eval_does_not_follow_index_names_out_of_the_run(template, tmp_path):
 
 
 def test_metrics_are_appended_without_following_a_symlink(tmp_path):
-    from a2c_tui.metrics import MetricsSink
+    from a2c_tui.run.metrics import MetricsSink
 
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "notes").write_text("precious")  # even a link inside the run is not written through
@@ -325,7 +325,7 @@ def test_eval_and_record_refuse_seeds_ale_cannot_take(atari_checkpoint, tmp_path
 
 def test_a_run_or_evaluation_too_big_for_memory_is_refused_before_allocating(atari_checkpoint, tmp_path,
                                                                              monkeypatch):
-    from a2c_tui import memory
+    from a2c_tui.run import memory
 
     monkeypatch.setattr(memory, "available_bytes", lambda: 2 << 30)  # this test, not this machine
     big = load_config("smoke", tmp_path / "runs", "algo.n_steps=10000", "env.num_envs=256")
@@ -341,7 +341,7 @@ def test_a_run_or_evaluation_too_big_for_memory_is_refused_before_allocating(ata
 
 
 def test_memory_available_is_read_from_the_system():
-    from a2c_tui import memory
+    from a2c_tui.run import memory
 
     total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     assert 0 < memory.available_bytes() <= total
@@ -411,7 +411,7 @@ def test_out_dir_tilde_is_the_home_directory(tmp_path, monkeypatch):
 
 
 def test_blackjack_v1_is_gymnasiums_blackjack_not_the_atari_game():
-    from a2c_tui.envs import atari_rom
+    from a2c_tui.learn.envs import atari_rom
 
     assert atari_rom("Blackjack-v1") is None and atari_rom("Blackjack") == "blackjack"
     with pytest.raises(ConfigError, match="Blackjack-v1 has Tuple"):

@@ -30,7 +30,7 @@ from textual.message import Message
 from textual.strip import Strip
 from textual.widget import Widget
 
-from a2c_tui.frames import FrameSource
+from a2c_tui.learn.frames import FrameSource
 
 UPPER_HALF = "▀"
 
@@ -275,7 +275,7 @@ class GamePane(Vertical):
         if weights is None:
             self.view.caption = "live game: this trainer cannot hand out its weights"
             return
-        from a2c_tui.liveview import LivePlayer
+        from a2c_tui.run.liveview import LivePlayer
 
         try:
             self.player = LivePlayer(config, weights, self.live)
@@ -320,8 +320,8 @@ class GamePane(Vertical):
 
     @work(thread=True, exclusive=True, group="recording", exit_on_error=False)
     def _record(self, checkpoint: Path, out_dir: Path, games: int) -> None:
-        from a2c_tui.evaluate import Cancelled
-        from a2c_tui.record import record_checkpoint
+        from a2c_tui.run.evaluate import Cancelled
+        from a2c_tui.run.record import record_checkpoint
 
         def progress(p: Any) -> None:
             if p.finished is not None:

@@ -22,7 +22,7 @@ STATE_STYLES = {RUNNING: "bold green", PAUSED: "bold yellow", STOPPED: "bold mag
 
 
 class TrainerHandle(Protocol):
-    """What the app needs from a trainer (a2c_tui.handle.LocalHandle is the one in this process)."""
+    """What the app needs from a trainer (a2c_tui.run.handle.LocalHandle is the one in this process)."""
 
     config: Any
     run_dir: Path

@@ -1,4 +1,4 @@
-"""RemoteHandle: the trainer handle of a run that lives in its own process (a2c_tui.service),
+"""RemoteHandle: the trainer handle of a run that lives in its own process (a2c_tui.run.service),
 reached over the run's Unix socket. It offers LocalHandle's methods, so the panes do not
 change: commands return futures (or answer at once), snapshots and events reach the
 subscribers on this handle's reader thread, as a LocalHandle's do on the training thread.
@@ -17,11 +17,11 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable
 
-from a2c_tui import protocol
 from a2c_tui.config import EVAL_SEED, LIVE_KEYS, ConfigError, check_value, from_dict
-from a2c_tui.metrics import read_jsonl
-from a2c_tui.protocol import CheckpointInfo, Disconnected, Event, ProtocolError, Snapshot, State
-from a2c_tui.service import ServiceError, connect, decode_weights, first_line
+from a2c_tui.run import protocol
+from a2c_tui.run.metrics import read_jsonl
+from a2c_tui.run.protocol import CheckpointInfo, Disconnected, Event, ProtocolError, Snapshot, State
+from a2c_tui.run.service import ServiceError, connect, decode_weights, first_line
 
 CALL_TIMEOUT = 10.0  # seconds for a command that answers at once (pause, list, delete)
 MAX_REPLY = 256 * 2**20  # the service's lines carry weights (~10 MB); anything near this is broken
@@ -312,7 +312,7 @@ def start_run(what: Any) -> RemoteHandle:
     import os
 
     from a2c_tui.config import to_toml
-    from a2c_tui.service import runtime_dir, spawn
+    from a2c_tui.run.service import runtime_dir, spawn
 
     if isinstance(what, (str, Path)):
         return RemoteHandle.attach(spawn(["--resume", str(Path(what).resolve())]))

@@ -58,7 +58,7 @@ def _check(needed: int, what: str, hint: str) -> None:
 
 
 def check_run(config: Config) -> None:
-    from a2c_tui.envs import is_atari
+    from a2c_tui.learn.envs import is_atari
 
     atari = is_atari(config.env.id)
     envs, transitions = config.env.num_envs, config.env.num_envs * config.algo.n_steps
@@ -68,7 +68,7 @@ def check_run(config: Config) -> None:
 
 
 def check_evaluation(env_id: str, num_envs: int) -> None:
-    from a2c_tui.envs import is_atari
+    from a2c_tui.learn.envs import is_atari
 
     needed = num_envs * (ATARI_ENV + ATARI_FORWARD if is_atari(env_id) else VECTOR_ENV + VECTOR_TRANSITION)
     _check(needed, f"an evaluation on {num_envs:,} envs", "use fewer envs")

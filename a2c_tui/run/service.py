@@ -34,9 +34,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from a2c_tui import protocol
 from a2c_tui.config import EVAL_SEED, ConfigError, check_value
-from a2c_tui.protocol import Event, ProtocolError, Snapshot, State
+from a2c_tui.run import protocol
+from a2c_tui.run.protocol import Event, ProtocolError, Snapshot, State
 
 RUNTIME_ENV = "A2C_TUI_RUNTIME_DIR"
 MAX_BACKLOG = 2_000  # messages queued for one client (snapshots coalesce; this bounds events and replies)
@@ -570,7 +570,7 @@ class RunService:
 
     def _record(self, path: Path, out_dir: Path, games: int, cancel: threading.Event) -> None:
         """Runs in its own thread: MP4s of `games` games of a checkpoint; news as the run's events."""
-        from a2c_tui.record import record_checkpoint
+        from a2c_tui.run.record import record_checkpoint
 
         def say(level: str, text: str) -> None:
             with contextlib.suppress(RuntimeError):
@@ -680,13 +680,13 @@ def open_run(config: Any, resume: str | None = None, resume_overrides: dict[str,
     """Build the run's trainer with the run's lock held: a resumed run is locked before anything in
     it is touched; a second writer gets a ConfigError that says how to attach. Under torchrun only
     rank 0 (the run's writer) locks: the lock is None on the other ranks."""
-    from a2c_tui.handle import LocalHandle
+    from a2c_tui.run.handle import LocalHandle
 
     lock = None
     if os.environ.get("RANK", "0") != "0":
         return LocalHandle.create(config, resume, resume_overrides), None
     if resume is not None:
-        from a2c_tui import checkpoints, files
+        from a2c_tui.run import checkpoints, files
 
         target = Path(resume)
         run_dir = target if target.is_dir() else target.parent

@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from a2c_tui import files
 from a2c_tui.config import LIVE_KEYS, ConfigError, check_value
-from a2c_tui.protocol import CheckpointInfo
+from a2c_tui.run import files
+from a2c_tui.run.protocol import CheckpointInfo
 
 FORMAT = "a2c-tui/1"
 STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
@@ -198,7 +198,7 @@ def _check_fields(payload: dict[str, Any], path: Path) -> None:
 def check_compatible(payload: dict[str, Any], env_id: str, n_actions: int, obs_shape: tuple[int, ...],
                      path: str | Path = "checkpoint") -> None:
     """Refuse a checkpoint made for another game or another action/observation space."""
-    from a2c_tui.envs import atari_rom
+    from a2c_tui.learn.envs import atari_rom
 
     theirs = payload.get("env_id", "?")
     same_game = theirs == env_id or (atari_rom(str(theirs)) is not None and atari_rom(str(theirs)) == atari_rom(env_id))
@@ -215,7 +215,7 @@ def check_compatible(payload: dict[str, Any], env_id: str, n_actions: int, obs_s
 def _check_tensors(payload: dict[str, Any], obs_shape: tuple[int, ...], n_actions: int, path: str | Path) -> None:
     """The weights (and optimizer state, if any) have exactly the model's names and shapes:
     metadata can say SpaceInvaders over another game's head or an MLP."""
-    from a2c_tui.model import ActorCritic
+    from a2c_tui.learn.model import ActorCritic
 
     with torch.device("meta"):  # shapes only, nothing allocated
         model = ActorCritic(obs_shape, n_actions)

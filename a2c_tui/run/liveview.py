@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from a2c_tui.config import Config
-from a2c_tui.envs import atari_rom
-from a2c_tui.frames import FrameSource
-from a2c_tui.model import ActorCritic, act
-from a2c_tui.record import FRAME_RATE, SCREEN_ASPECT, AtariGame
+from a2c_tui.learn.envs import atari_rom
+from a2c_tui.learn.frames import FrameSource
+from a2c_tui.learn.model import ActorCritic, act
+from a2c_tui.run.record import FRAME_RATE, SCREEN_ASPECT, AtariGame
 
 # () -> (state_dict on the CPU, words naming them, e.g. "step 1,200,000"); called on the player's thread
 WeightsFn = Callable[[], tuple[dict[str, torch.Tensor], str]]

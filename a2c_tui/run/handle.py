@@ -16,11 +16,11 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable
 
-from a2c_tui import checkpoints as ckpt
 from a2c_tui.config import EVAL_SEED, Config, ConfigError
-from a2c_tui.evaluate import EvalProgress, evaluate
-from a2c_tui.metrics import read_jsonl
-from a2c_tui.trainer import Event, Snapshot, State, Trainer
+from a2c_tui.run import checkpoints as ckpt
+from a2c_tui.run.evaluate import EvalProgress, evaluate
+from a2c_tui.run.metrics import read_jsonl
+from a2c_tui.run.trainer import Event, Snapshot, State, Trainer
 
 
 @functools.cache

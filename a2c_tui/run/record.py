@@ -24,13 +24,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from a2c_tui import checkpoints as ckpt
-from a2c_tui import files
 from a2c_tui.config import Config, ConfigError
-from a2c_tui.envs import atari_rom
-from a2c_tui.evaluate import Cancelled
-from a2c_tui.frames import FrameSource
-from a2c_tui.model import ActorCritic, act
+from a2c_tui.learn.envs import atari_rom
+from a2c_tui.learn.frames import FrameSource
+from a2c_tui.learn.model import ActorCritic, act
+from a2c_tui.run import checkpoints as ckpt
+from a2c_tui.run import files
+from a2c_tui.run.evaluate import Cancelled
 
 FRAME_RATE = 60  # emulator frames per second of an NTSC Atari 2600
 SCREEN_ASPECT = 4 / 3  # the 160×210 screen was shown on a 4:3 television
@@ -294,7 +294,7 @@ def record_checkpoint(checkpoint: str | Path, out_dir: str | Path, games: int = 
                       cancel: threading.Event | None = None, frames: FrameSource | None = None) -> list[RecordedGame]:
     """record() with a checkpoint file or run directory (latest.pt); the videos are named
     <game>-<checkpoint>-seed<N>-NN.mp4. A checkpoint that cannot be used raises CheckpointError."""
-    from a2c_tui.trainer import config_from_payload, resolve_resume
+    from a2c_tui.run.trainer import config_from_payload, resolve_resume
 
     _, path = resolve_resume(checkpoint)
     payload = ckpt.load(path)

@@ -18,10 +18,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from a2c_tui import memory
 from a2c_tui.config import EVAL_SEED, Config, ConfigError
-from a2c_tui.envs import make_envs
-from a2c_tui.model import ActorCritic, choose_actions, resolve_precision
+from a2c_tui.learn.envs import make_envs
+from a2c_tui.learn.model import ActorCritic, choose_actions, resolve_precision
+from a2c_tui.run import memory
 
 
 MAX_ENVS = 1024  # env.num_envs' limit: ALE's vector env is not made for more
