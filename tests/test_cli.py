@@ -3,10 +3,10 @@ preset, then `eval` on its checkpoint; bad checkpoints given to `eval`/`--resume
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -15,7 +15,7 @@ from a2c_tui import checkpoints as ckpt
 from a2c_tui import config as cfg
 from a2c_tui.metrics import read_jsonl
 from a2c_tui.model import ActorCritic
-from conftest import CONFIGS, run_cli
+from conftest import CONFIGS, cli_in_process, run_cli
 
 
 def test_smoke_training_then_evaluation_through_the_cli(tmp_path):
@@ -63,24 +63,31 @@ def test_smoke_training_then_evaluation_through_the_cli(tmp_path):
     assert (run_dir / "step_4000.eval.json").exists()
 
 
+@functools.cache
+def model_state(n_actions: int) -> dict:
+    return ActorCritic((4, 84, 84), n_actions).state_dict()  # its orthogonal init takes ~0.5 s
+
+
 def write_payload(path, **changes):
     """A checkpoint file for the smoke preset, with some fields changed."""
     config = cfg.load(CONFIGS / "smoke.toml")
     payload = {"config": config.to_dict(), "env_id": "SpaceInvaders", "n_actions": 6, "obs_shape": [4, 84, 84],
-               "model": ActorCritic((4, 84, 84), 6).state_dict(), "step": 0}
+               "model": model_state(6), "step": 0}
     payload.update(changes)
     ckpt.save(path, payload)
     return path
 
 
-def test_bad_checkpoints_fail_in_one_line_through_the_cli(tmp_path):
+def test_bad_checkpoints_fail_in_one_line_through_the_cli(tmp_path, capsys, monkeypatch):
+    """The refused resume through the installed `a2c-tui` (a real process: exit code, no
+    traceback); the evaluations through cli.main in this process (each start imports torch)."""
     noise = tmp_path / "noise.pt"
     noise.write_bytes(os.urandom(10_000))
     good = write_payload(tmp_path / "good.pt")
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[:50_000])
     four_actions = write_payload(tmp_path / "four_actions.pt", n_actions=4,
-                                 model=ActorCritic((4, 84, 84), 4).state_dict())
+                                 model=model_state(4))
     breakout_config = cfg.load(CONFIGS / "smoke.toml", ["env.id=Breakout"]).to_dict()
     other_game = write_payload(tmp_path / "other_game.pt", config=breakout_config)
     resume_dir = tmp_path / "run"
@@ -96,8 +103,11 @@ def test_bad_checkpoints_fail_in_one_line_through_the_cli(tmp_path):
         "eval other game": (["eval", str(other_game), "--episodes", "1"], "not Breakout"),
         "resume truncated": (["train", "--headless", "--resume", str(resume_dir)], "latest.pt"),
     }
-    with ThreadPoolExecutor(3) as pool:
-        results = dict(zip(cases, pool.map(lambda c: run_cli(*c[0], cwd=tmp_path, timeout=180), cases.values())))
+    results = {"resume truncated": run_cli(*cases["resume truncated"][0], cwd=tmp_path, timeout=180)}
+    monkeypatch.chdir(tmp_path)
+    for name, (args, _) in cases.items():
+        if name not in results:
+            results[name] = cli_in_process(capsys, *args)
     failures = []
     for name, (_, mention) in cases.items():
         proc = results[name]
