@@ -18,7 +18,9 @@ from a2c_tui.model import ActorCritic
 from conftest import CONFIGS, cli_in_process, run_cli
 
 
-def test_smoke_training_then_evaluation_through_the_cli(tmp_path):
+def test_smoke_training_then_evaluation_through_the_cli(tmp_path, capsys, monkeypatch):
+    """Training through the installed command; `eval` through cli.main in this process (a second
+    interpreter start would only import torch again)."""
     runs = tmp_path / "runs"
     train = run_cli("train", "--headless", "--config", str(CONFIGS / "smoke.toml"), "--set",
                     f"run.out_dir={str(runs)!r}", cwd=tmp_path, timeout=300)
@@ -43,8 +45,9 @@ def test_smoke_training_then_evaluation_through_the_cli(tmp_path):
     assert not (tmp_path / "checkpoints").exists()  # nothing outside out_dir
 
     result_file = tmp_path / "r.json"
-    ev = run_cli("eval", str(run_dir / "latest.pt"), "--episodes", "2", "--envs", "2", "--json", str(result_file),
-                 cwd=tmp_path, timeout=300)
+    monkeypatch.chdir(tmp_path)
+    ev = cli_in_process(capsys, "eval", str(run_dir / "latest.pt"), "--episodes", "2", "--envs", "2",
+                        "--json", str(result_file))
     assert ev.returncode == 0, ev.stderr[-2000:]
     assert "2 games" in ev.stdout and "mean" in ev.stdout
     result = json.loads(result_file.read_text())
