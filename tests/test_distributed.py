@@ -340,11 +340,13 @@ def test_torchrun_smoke_run_writes_one_run_directory_whose_checkpoint_evaluates(
 def test_what_cannot_run_on_several_ranks_is_refused_in_one_line(tmp_path):
     smoke = ["--config", str(CONFIGS / "smoke.toml"), "--set", f"run.out_dir={str(tmp_path / 'runs')!r}"]
     world = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
-    app = subprocess.run([sys.executable, "-m", "a2c_tui", *smoke], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=300, env={**os.environ, **world})
-    timeout = subprocess.run([sys.executable, "-m", "a2c_tui", "train", "--headless", *smoke], cwd=tmp_path,
-                             capture_output=True, text=True, timeout=300,
-                             env={**os.environ, **world, "A2C_TUI_COLLECTIVE_TIMEOUT": "soon"})
+    def run(args, env):  # both at once: each start imports torch, seconds on one core
+        return subprocess.Popen([sys.executable, "-m", "a2c_tui", *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env={**os.environ, **world, **env})
+
+    procs = [run(smoke, {}), run(["train", "--headless", *smoke], {"A2C_TUI_COLLECTIVE_TIMEOUT": "soon"})]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    app, timeout = (subprocess.CompletedProcess(p.args, p.returncode, *out) for p, out in zip(procs, outputs))
     for result, says in ((app, "use `train --headless`"), (timeout, "A2C_TUI_COLLECTIVE_TIMEOUT='soon' is not allowed")):
         assert result.returncode == 2
         assert result.stderr.startswith("a2c-tui: error: ") and says in result.stderr
