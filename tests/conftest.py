@@ -35,15 +35,16 @@ def run_cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.Completed
     return subprocess.run([str(CLI), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def cli_in_process(capsys, *args: str) -> subprocess.CompletedProcess:
+def cli_in_process(capture, *args: str) -> subprocess.CompletedProcess:
     """`a2c-tui ARGS` through `cli.main` in this process, its exit code and output shaped like
     run_cli's: the same code path but for the interpreter start (seconds apiece: each process
-    imports torch), so a file's one-line errors need one real process, not one per case."""
+    imports torch), so a file's one-line errors need one real process, not one per case.
+    `capture` is capsys, or capfd for `train --headless` (it writes to the file descriptors)."""
     from a2c_tui import cli
 
-    capsys.readouterr()
+    capture.readouterr()
     code = cli.main(list(args))
-    out, err = capsys.readouterr()
+    out, err = capture.readouterr()
     return subprocess.CompletedProcess(["a2c-tui", *args], code, out, err)
 
 

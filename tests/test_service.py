@@ -340,10 +340,10 @@ def test_ls_attach_and_stop_with_no_run_alive(runtime):
         assert "Traceback" not in proc.stderr
 
 
-def test_a_headless_run_trains_even_where_apps_cannot_attach(runtime, tmp_path):
+def test_a_headless_run_trains_even_where_apps_cannot_attach(runtime, tmp_path, capfd):
     runtime.chmod(0o755)  # not private: no socket is opened there
-    proc = run_cli("train", "--headless", "--config", str(CONFIGS / "smoke.toml"), "--set", "run.total_steps=400",
-                   "--set", "env.num_envs=2", "--set", f'run.out_dir="{tmp_path / "runs"}"')
+    proc = cli_in_process(capfd, "train", "--headless", "--config", str(CONFIGS / "smoke.toml"), "--set",
+                          "run.total_steps=400", "--set", "env.num_envs=2", "--set", f'run.out_dir="{tmp_path / "runs"}"')
     assert proc.returncode == 0, proc.stderr
     assert "apps cannot attach to this run" in proc.stdout and "not private" in proc.stdout
     assert "finished at step" in proc.stdout
