@@ -532,7 +532,8 @@ def test_bad_input_through_the_cli_is_one_line_exit_2_nothing_written(real_check
     cases = {
         "negative seed": (train + ["--set", "run.seed=-1"], "run.seed"),
         "out_dir under a file": (["train", "--headless", "--config", "configs/smoke.toml", "--set",
-                                  f"run.out_dir={str(broken_toml / 'x')!r}"], "run.out_dir"),
+                                  f"run.out_dir={str(broken_toml / 'x')!r}", "--set", "env.num_envs=1"],  # it starts them
+                                 "run.out_dir"),
         "broken toml": (["train", "--headless", "--config", str(broken_toml), "--set", f"run.out_dir={str(out)!r}"],
                         "broken.toml"),
         "eval code in zip": (["eval", str(files["code_in_zip"][0]), "--episodes", "1"], "code_in_zip.pt"),
