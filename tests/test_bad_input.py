@@ -519,7 +519,7 @@ def small_checkpoint(tmp_path_factory) -> Path:
 
 
 # ----- through the real CLI ---------------------------------------------------------------
-def test_bad_input_through_the_cli_is_one_line_exit_2_nothing_written(real_checkpoints, tmp_path, capsys,
+def test_bad_input_through_the_cli_is_one_line_exit_2_nothing_written(real_checkpoints, tmp_path, capfd,
                                                                        monkeypatch):
     """The crafted checkpoint through the installed `a2c-tui` (a real process: exit code, no
     traceback, no code run); the others through cli.main in this process (each start imports
@@ -544,7 +544,7 @@ def test_bad_input_through_the_cli_is_one_line_exit_2_nothing_written(real_check
     monkeypatch.chdir(ROOT)  # the configs/ paths above are relative, as a user in the checkout types them
     for name, (args, _) in cases.items():
         if name not in procs:
-            procs[name] = cli_in_process(capsys, *args)
+            procs[name] = cli_in_process(capfd, *args)
     problems = []
     for name, proc in procs.items():
         lines = proc.stderr.strip().splitlines()

@@ -290,7 +290,7 @@ def test_the_run_survives_its_app_and_stop_ends_it(runtime, tmp_path):
         os.close(master)
 
 
-def test_a_second_writer_is_refused_and_a_killed_run_resumes(runtime, tmp_path, capsys):
+def test_a_second_writer_is_refused_and_a_killed_run_resumes(runtime, tmp_path, capfd):
     """Also the default run's end-to-end kill -9 check (the kill loops in test_faults are slow):
     after a SIGKILL every checkpoint loads and `--resume` starts at the newest one."""
     from a2c_tui import checkpoints as ckpt
@@ -302,7 +302,7 @@ def test_a_second_writer_is_refused_and_a_killed_run_resumes(runtime, tmp_path, 
     try:
         run_dir = live_run(out_dir)
         wait_until(lambda: list(run_dir.glob("step_*.pt")), 90, "a checkpoint")
-        second = cli_in_process(capsys, "train", "--headless", "--resume", str(run_dir))  # the lock is the other process's
+        second = cli_in_process(capfd, "train", "--headless", "--resume", str(run_dir))  # the lock is the other process's
         assert second.returncode == 2
         assert len(second.stderr.strip().splitlines()) == 1 and "a2c-tui attach" in second.stderr
         first.kill()  # kill -9
@@ -319,10 +319,10 @@ def test_a_second_writer_is_refused_and_a_killed_run_resumes(runtime, tmp_path, 
             assert stopped.returncode == 0, stopped.stderr
             output = resumed.communicate(timeout=60)[0]
             assert resumed.returncode == 0, output
-            started = int(re.search(r"\brun \S+ at step ([\d,]+) of", output).group(1).replace(",", ""))
-            stopped = int(re.search(r"stopped at step ([\d,]+)", output).group(1).replace(",", ""))
-            assert started == newest and stopped >= started
-            assert ckpt.load(run_dir / "latest.pt")["step"] == stopped
+            started_at = int(re.search(r"\brun \S+ at step ([\d,]+) of", output).group(1).replace(",", ""))
+            stopped_at = int(re.search(r"stopped at step ([\d,]+)", output).group(1).replace(",", ""))
+            assert started_at == newest and stopped_at >= started_at
+            assert ckpt.load(run_dir / "latest.pt")["step"] == stopped_at
         finally:
             if resumed.poll() is None:
                 resumed.kill()

@@ -58,10 +58,10 @@ def smoke(tmp_path):
     """A real trainer on the smoke config, not yet started (the app starts it paused)."""
     from a2c_tui.handle import LocalHandle
 
-    # Two envs and games capped at 2,000 frames keep start-up and evaluation short.
+    # Two envs and games capped at 400 frames (100 steps) keep start-up and evaluation short.
     config = cfg.load(ROOT / "configs/smoke.toml", [f"run.out_dir='{tmp_path}'", "run.total_steps=1000000",
                                                     "run.checkpoint_every=1000000", "env.num_envs=2",
-                                                    "env.max_episode_frames=2000"])
+                                                    "env.max_episode_frames=400"])
     handle = LocalHandle.create(config)
     yield handle
     handle.close(timeout=5)
