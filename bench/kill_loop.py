@@ -14,8 +14,8 @@ checkpoint at a later step.
 
     .venv/bin/python bench/kill_loop.py --kills 20 [--seed 0] [--keep DIR]
 
-The test suite calls `kill_loop()` with 5 kills (tests/test_faults.py), and with 20 in a
-slow-marked test.
+The test suite calls `kill_loop()` with 2 kills and with 20 (tests/test_faults.py), both in
+slow-marked tests.
 """
 
 from __future__ import annotations

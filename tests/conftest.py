@@ -35,6 +35,19 @@ def run_cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.Completed
     return subprocess.run([str(CLI), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
+def cli_in_process(capture, *args: str) -> subprocess.CompletedProcess:
+    """`a2c-tui ARGS` through `cli.main` in this process, its exit code and output shaped like
+    run_cli's: the same code path but for the interpreter start (seconds apiece: each process
+    imports torch), so a file's one-line errors need one real process, not one per case.
+    `capture` is capsys, or capfd for `train --headless` (it writes to the file descriptors)."""
+    from a2c_tui import cli
+
+    capture.readouterr()
+    code = cli.main(list(args))
+    out, err = capture.readouterr()
+    return subprocess.CompletedProcess(["a2c-tui", *args], code, out, err)
+
+
 def wait_until(condition, timeout: float = 90, what: str = "condition", poll: float = 0.1):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -29,6 +29,7 @@ from a2c_tui import config as cfg
 from a2c_tui.config import ConfigError
 from a2c_tui.run.trainer import State
 from a2c_tui.learn.envs import atari_rom  # names a game (not the check under test): keeps random names unknown
+from conftest import cli_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).with_name("a2c-tui")
@@ -518,8 +519,11 @@ def small_checkpoint(tmp_path_factory) -> Path:
 
 
 # ----- through the real CLI ---------------------------------------------------------------
-def test_bad_input_through_the_cli_is_one_line_exit_2_nothing_written(real_checkpoints, tmp_path):
-    """A few through the installed `a2c-tui` (started side by side: each start takes seconds)."""
+def test_bad_input_through_the_cli_is_one_line_exit_2_nothing_written(real_checkpoints, tmp_path, capfd,
+                                                                       monkeypatch):
+    """The crafted checkpoint through the installed `a2c-tui` (a real process: exit code, no
+    traceback, no code run); the others through cli.main in this process (each start imports
+    torch: seconds apiece)."""
     files = bad_files(tmp_path / "bad", real_checkpoints["SpaceInvaders"], real_checkpoints["Breakout"])
     broken_toml = tmp_path / "broken.toml"
     broken_toml.write_text("[algo]\nlr = 7e-4\ngamma = \n")
@@ -528,20 +532,24 @@ def test_bad_input_through_the_cli_is_one_line_exit_2_nothing_written(real_check
     cases = {
         "negative seed": (train + ["--set", "run.seed=-1"], "run.seed"),
         "out_dir under a file": (["train", "--headless", "--config", "configs/smoke.toml", "--set",
-                                  f"run.out_dir={str(broken_toml / 'x')!r}"], "run.out_dir"),
+                                  f"run.out_dir={str(broken_toml / 'x')!r}", "--set", "env.num_envs=1"],  # it starts them
+                                 "run.out_dir"),
         "broken toml": (["train", "--headless", "--config", str(broken_toml), "--set", f"run.out_dir={str(out)!r}"],
                         "broken.toml"),
         "eval code in zip": (["eval", str(files["code_in_zip"][0]), "--episodes", "1"], "code_in_zip.pt"),
     }  # truncated, random, other-game and other-action-count files through the CLI: tests/test_cli.py
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    procs = {name: subprocess.Popen([str(CLI), *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True, env=env) for name, (args, _) in cases.items()}
+    procs = {"eval code in zip": subprocess.run([str(CLI), *cases["eval code in zip"][0]], cwd=ROOT,
+                                                capture_output=True, text=True, env=env, timeout=300)}
+    monkeypatch.chdir(ROOT)  # the configs/ paths above are relative, as a user in the checkout types them
+    for name, (args, _) in cases.items():
+        if name not in procs:
+            procs[name] = cli_in_process(capfd, *args)
     problems = []
     for name, proc in procs.items():
-        stdout, stderr = proc.communicate(timeout=300)
-        lines = stderr.strip().splitlines()
-        if proc.returncode != 2 or len(lines) != 1 or cases[name][1] not in stderr or "Traceback" in stderr:
-            problems.append(f"{name}: exit {proc.returncode}, stderr {stderr.strip()[-400:]!r}")
+        lines = proc.stderr.strip().splitlines()
+        if proc.returncode != 2 or len(lines) != 1 or cases[name][1] not in proc.stderr or "Traceback" in proc.stderr:
+            problems.append(f"{name}: exit {proc.returncode}, stderr {proc.stderr.strip()[-400:]!r}")
     assert problems == []
     assert not out.exists(), f"written: {list(out.rglob('*'))}"
     assert not (broken_toml.parent / "x").exists()

@@ -3,10 +3,10 @@ preset, then `eval` on its checkpoint; bad checkpoints given to `eval`/`--resume
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -15,10 +15,12 @@ from a2c_tui.run import checkpoints as ckpt
 from a2c_tui import config as cfg
 from a2c_tui.run.metrics import read_jsonl
 from a2c_tui.learn.model import ActorCritic
-from conftest import CONFIGS, run_cli
+from conftest import CONFIGS, cli_in_process, run_cli
 
 
-def test_smoke_training_then_evaluation_through_the_cli(tmp_path):
+def test_smoke_training_then_evaluation_through_the_cli(tmp_path, capsys, monkeypatch):
+    """Training through the installed command; `eval` through cli.main in this process (a second
+    interpreter start would only import torch again)."""
     runs = tmp_path / "runs"
     train = run_cli("train", "--headless", "--config", str(CONFIGS / "smoke.toml"), "--set",
                     f"run.out_dir={str(runs)!r}", cwd=tmp_path, timeout=300)
@@ -43,8 +45,9 @@ def test_smoke_training_then_evaluation_through_the_cli(tmp_path):
     assert not (tmp_path / "checkpoints").exists()  # nothing outside out_dir
 
     result_file = tmp_path / "r.json"
-    ev = run_cli("eval", str(run_dir / "latest.pt"), "--episodes", "2", "--envs", "2", "--json", str(result_file),
-                 cwd=tmp_path, timeout=300)
+    monkeypatch.chdir(tmp_path)
+    ev = cli_in_process(capsys, "eval", str(run_dir / "latest.pt"), "--episodes", "2", "--envs", "2",
+                        "--json", str(result_file))
     assert ev.returncode == 0, ev.stderr[-2000:]
     assert "2 games" in ev.stdout and "mean" in ev.stdout
     result = json.loads(result_file.read_text())
@@ -63,24 +66,31 @@ def test_smoke_training_then_evaluation_through_the_cli(tmp_path):
     assert (run_dir / "step_4000.eval.json").exists()
 
 
+@functools.cache
+def model_state(n_actions: int) -> dict:
+    return ActorCritic((4, 84, 84), n_actions).state_dict()  # its orthogonal init takes ~0.5 s
+
+
 def write_payload(path, **changes):
     """A checkpoint file for the smoke preset, with some fields changed."""
     config = cfg.load(CONFIGS / "smoke.toml")
     payload = {"config": config.to_dict(), "env_id": "SpaceInvaders", "n_actions": 6, "obs_shape": [4, 84, 84],
-               "model": ActorCritic((4, 84, 84), 6).state_dict(), "step": 0}
+               "model": model_state(6), "step": 0}
     payload.update(changes)
     ckpt.save(path, payload)
     return path
 
 
-def test_bad_checkpoints_fail_in_one_line_through_the_cli(tmp_path):
+def test_bad_checkpoints_fail_in_one_line_through_the_cli(tmp_path, capfd, monkeypatch):
+    """Through cli.main in this process (each start imports torch: seconds apiece); the real
+    process's exit code and single line are pinned by test_bad_input.py and test_config.py."""
     noise = tmp_path / "noise.pt"
     noise.write_bytes(os.urandom(10_000))
     good = write_payload(tmp_path / "good.pt")
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[:50_000])
     four_actions = write_payload(tmp_path / "four_actions.pt", n_actions=4,
-                                 model=ActorCritic((4, 84, 84), 4).state_dict())
+                                 model=model_state(4))
     breakout_config = cfg.load(CONFIGS / "smoke.toml", ["env.id=Breakout"]).to_dict()
     other_game = write_payload(tmp_path / "other_game.pt", config=breakout_config)
     resume_dir = tmp_path / "run"
@@ -96,8 +106,8 @@ def test_bad_checkpoints_fail_in_one_line_through_the_cli(tmp_path):
         "eval other game": (["eval", str(other_game), "--episodes", "1"], "not Breakout"),
         "resume truncated": (["train", "--headless", "--resume", str(resume_dir)], "latest.pt"),
     }
-    with ThreadPoolExecutor(3) as pool:
-        results = dict(zip(cases, pool.map(lambda c: run_cli(*c[0], cwd=tmp_path, timeout=180), cases.values())))
+    monkeypatch.chdir(tmp_path)
+    results = {name: cli_in_process(capfd, *args) for name, (args, _) in cases.items()}
     failures = []
     for name, (_, mention) in cases.items():
         proc = results[name]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -29,10 +28,10 @@ BAD_CONFIGS = {
     "gym env with continuous actions": ("env.id=Pendulum-v1", None, "env.id"),
     "half precision is not offered": ("run.precision=fp16", None, "run.precision"),
 }
-# One of each kind goes through the installed console script (each start imports torch,
-# seconds apiece on a busy machine); the rest through cli.main in this process.
-THROUGH_SUBPROCESS = ("unknown key", "wrong type word for int", "lr zero", "num_envs zero", "gamma above one",
-                      "unknown game", "gym env with continuous actions")
+# One goes through the installed console script (a real process: its exit code, no traceback);
+# the rest through cli.main in this process, the same code but for the start, which imports
+# torch (seconds apiece on a busy machine).
+THROUGH_SUBPROCESS = "unknown key"
 
 
 def train_args(name: str, case_dir: Path) -> tuple[list[str], Path]:
@@ -70,20 +69,12 @@ def problems_with(name: str, code: int, stderr: str, case_dir: Path, out_dir: Pa
 
 
 def test_config_errors_through_the_cli(tmp_path):
-    cases = {}
-    for name in THROUGH_SUBPROCESS:
-        case_dir = tmp_path / name.replace(" ", "_")
-        case_dir.mkdir()
-        cases[name] = (*train_args(name, case_dir), case_dir)
-    with ThreadPoolExecutor(4) as pool:
-        results = dict(zip(cases, pool.map(lambda c: run_cli(*c[0], cwd=c[2], timeout=180), cases.values())))
-    failures = []
-    for name, (_, out_dir, case_dir) in cases.items():
-        failures += problems_with(name, results[name].returncode, results[name].stderr, case_dir, out_dir)
-    assert not failures, "\n".join(failures)
+    args, out_dir = train_args(THROUGH_SUBPROCESS, tmp_path)
+    proc = run_cli(*args, cwd=tmp_path, timeout=180)
+    assert not problems_with(THROUGH_SUBPROCESS, proc.returncode, proc.stderr, tmp_path, out_dir)
 
 
-@pytest.mark.parametrize("name", [n for n in BAD_CONFIGS if n not in THROUGH_SUBPROCESS])
+@pytest.mark.parametrize("name", [n for n in BAD_CONFIGS if n != THROUGH_SUBPROCESS])
 def test_config_errors_through_cli_main(name, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     args, out_dir = train_args(name, tmp_path)

@@ -27,7 +27,7 @@ from a2c_tui.learn.a2c import NonFiniteError, make_optimizer, update
 from a2c_tui.run.metrics import read_jsonl
 from a2c_tui.learn.model import ActorCritic
 from a2c_tui.run.trainer import State, Trainer
-from conftest import CONFIGS, load_config, run_cli
+from conftest import CONFIGS, cli_in_process, load_config
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
@@ -314,7 +314,7 @@ def test_a_dead_rank_ends_the_job_with_a_checkpoint_and_its_name(tmp_path):
     assert saved["step"] > 0
 
 
-def test_torchrun_smoke_run_writes_one_run_directory_whose_checkpoint_evaluates(tmp_path):
+def test_torchrun_smoke_run_writes_one_run_directory_whose_checkpoint_evaluates(tmp_path, capsys, monkeypatch):
     runs = tmp_path / "runs"
     train = subprocess.run(
         [str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "a2c_tui", "train", "--headless", "--config",
@@ -331,7 +331,8 @@ def test_torchrun_smoke_run_writes_one_run_directory_whose_checkpoint_evaluates(
     assert ckpt.load(run_dir / "latest.pt")["step"] == 320
     assert [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl")] == [80, 160, 240, 320]  # 2 x 8 envs x 5 steps
 
-    ev = run_cli("eval", str(run_dir / "latest.pt"), "--episodes", "1", "--envs", "1", cwd=tmp_path, timeout=300)
+    monkeypatch.chdir(tmp_path)  # eval in this process: the CLI's own start is pinned above and in test_cli
+    ev = cli_in_process(capsys, "eval", str(run_dir / "latest.pt"), "--episodes", "1", "--envs", "1")
     assert ev.returncode == 0, ev.stderr[-2000:]
     assert "1 games" in ev.stdout
 
@@ -339,11 +340,13 @@ def test_torchrun_smoke_run_writes_one_run_directory_whose_checkpoint_evaluates(
 def test_what_cannot_run_on_several_ranks_is_refused_in_one_line(tmp_path):
     smoke = ["--config", str(CONFIGS / "smoke.toml"), "--set", f"run.out_dir={str(tmp_path / 'runs')!r}"]
     world = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
-    app = subprocess.run([sys.executable, "-m", "a2c_tui", *smoke], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=300, env={**os.environ, **world})
-    timeout = subprocess.run([sys.executable, "-m", "a2c_tui", "train", "--headless", *smoke], cwd=tmp_path,
-                             capture_output=True, text=True, timeout=300,
-                             env={**os.environ, **world, "A2C_TUI_COLLECTIVE_TIMEOUT": "soon"})
+    def run(args, env):  # both at once: each start imports torch, seconds on one core
+        return subprocess.Popen([sys.executable, "-m", "a2c_tui", *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env={**os.environ, **world, **env})
+
+    procs = [run(smoke, {}), run(["train", "--headless", *smoke], {"A2C_TUI_COLLECTIVE_TIMEOUT": "soon"})]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    app, timeout = (subprocess.CompletedProcess(p.args, p.returncode, *out) for p, out in zip(procs, outputs))
     for result, says in ((app, "use `train --headless`"), (timeout, "A2C_TUI_COLLECTIVE_TIMEOUT='soon' is not allowed")):
         assert result.returncode == 2
         assert result.stderr.startswith("a2c-tui: error: ") and says in result.stderr

@@ -98,9 +98,19 @@ def shut(trainer: Trainer) -> None:
 
 
 # ----- kill -9 --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_kill9_loop_short_no_corrupt_checkpoint_and_resume_continues(tmp_path):
     """Two SIGKILLs (one at a random moment, one fired the instant a checkpoint write starts),
-    each followed by --resume; then SIGTERM. The 20-kill loop is the slow test below."""
+    each followed by --resume; then SIGTERM. The 20-kill loop is the slow test below.
+
+    Slow (three trainer starts, ~30 s). In the default run the same is pinned by
+    test_death_mid_write_leaves_the_old_file_whole (a death mid-write, made certain),
+    test_resume_after_kill_between_checkpoint_and_latest_uses_the_newest,
+    test_resume_after_kill_before_the_first_latest_uses_the_step_file,
+    test_resume_clears_temp_files_left_by_a_killed_write,
+    test_sigterm_headless_saves_exits_0_and_resume_continues, and end to end by
+    test_service.py::test_a_second_writer_is_refused_and_a_killed_run_resumes (a real kill -9 of
+    `train --headless`: every checkpoint loads, `--resume` starts at the newest)."""
     result = kill_bench.kill_loop(2, tmp_path, seed=5, log=lambda line: None)
     assert result.corrupt == []
     assert result.resume_failures == []

@@ -40,14 +40,15 @@ def test_overlapped_env_groups_and_staged_obs_fill_the_same_rollout(tmp_path):
     buffer (the GPU's pinned copy) train on what one vector env gives: each env its own seed
     and its own transitions in order, in the same rollout layout. Same weights after the
     updates here (the random stream is drawn per group, in the same order)."""
-    plain = Trainer(load_config("smoke", tmp_path / "a", "env.overlap=off"), tensorboard=False)
+    # 4 envs, not the preset's 8: each SpaceInvaders env takes ~0.3 s to start
+    plain = Trainer(load_config("smoke", tmp_path / "a", "env.overlap=off", "env.num_envs=4"), tensorboard=False)
     assert not isinstance(plain.envs, EnvGroups)
     expected = rollouts(plain, 2)  # before the next trainer seeds torch's random stream again
-    grouped = Trainer(load_config("smoke", tmp_path / "b", "env.overlap=on"), tensorboard=False)
+    grouped = Trainer(load_config("smoke", tmp_path / "b", "env.overlap=on", "env.num_envs=4"), tensorboard=False)
     assert isinstance(grouped.envs, EnvGroups)
-    assert [s.stop - s.start for s in grouped.envs.slices] == [4, 4]
-    assert [g._seed for g in grouped.envs.groups] == [1, 5]  # env i keeps seed + i
-    grouped._staging = torch.zeros((8, *grouped.envs.observation_shape), dtype=torch.uint8)
+    assert [s.stop - s.start for s in grouped.envs.slices] == [2, 2]
+    assert [g._seed for g in grouped.envs.groups] == [1, 3]  # env i keeps seed + i
+    grouped._staging = torch.zeros((4, *grouped.envs.observation_shape), dtype=torch.uint8)
     got = rollouts(grouped, 2)
     assert grouped._staging.any()  # the observations went through it
     for a, b in zip(expected, got):
@@ -60,7 +61,7 @@ def test_overlapped_env_groups_and_staged_obs_fill_the_same_rollout(tmp_path):
 
 
 def test_overlap_steps_one_group_while_the_network_acts_for_the_other(tmp_path):
-    trainer = Trainer(load_config("smoke", tmp_path, "env.overlap=on"), tensorboard=False)
+    trainer = Trainer(load_config("smoke", tmp_path, "env.overlap=on", "env.num_envs=4"), tensorboard=False)
     calls: list[str] = []
 
     def logged(fn, what):

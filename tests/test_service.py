@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import signal
 import socket
 import stat
@@ -27,7 +28,7 @@ from hypothesis import strategies as st
 from a2c_tui.run import protocol, service
 from a2c_tui.run.service import RunLock, RunService, ServiceError
 from a2c_tui.tui.remote import RemoteHandle
-from conftest import CLI, CONFIGS, ROOT, drain_terminal, load_config, wait_until
+from conftest import CLI, CONFIGS, ROOT, cli_in_process, drain_terminal, load_config, wait_until
 
 SMOKE = ["--config", str(CONFIGS / "smoke.toml"), "--set", "run.total_steps=1000000", "--set", "env.num_envs=2",
          "--set", "run.log_every=1", "--set", "env.max_episode_frames=400", "--set", "run.checkpoint_every=400"]
@@ -289,7 +290,11 @@ def test_the_run_survives_its_app_and_stop_ends_it(runtime, tmp_path):
         os.close(master)
 
 
-def test_a_second_writer_is_refused_and_a_killed_run_resumes(runtime, tmp_path):
+def test_a_second_writer_is_refused_and_a_killed_run_resumes(runtime, tmp_path, capfd):
+    """Also the default run's end-to-end kill -9 check (the kill loops in test_faults are slow):
+    after a SIGKILL every checkpoint loads and `--resume` starts at the newest one."""
+    from a2c_tui.run import checkpoints as ckpt
+
     out_dir = tmp_path / "runs"
     first = subprocess.Popen([str(CLI), "train", "--headless", *SMOKE, "--set", f'run.out_dir="{out_dir}"'],
                              cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -297,11 +302,12 @@ def test_a_second_writer_is_refused_and_a_killed_run_resumes(runtime, tmp_path):
     try:
         run_dir = live_run(out_dir)
         wait_until(lambda: list(run_dir.glob("step_*.pt")), 90, "a checkpoint")
-        second = run_cli("train", "--headless", "--resume", str(run_dir))
+        second = cli_in_process(capfd, "train", "--headless", "--resume", str(run_dir))  # the lock is the other process's
         assert second.returncode == 2
         assert len(second.stderr.strip().splitlines()) == 1 and "a2c-tui attach" in second.stderr
         first.kill()  # kill -9
         first.wait(10)
+        newest = max(ckpt.load(path)["step"] for path in run_dir.glob("*.pt"))  # none corrupt
         listing = run_cli("ls")
         assert run_dir.name in listing.stdout and "dead" in listing.stdout
         resumed = subprocess.Popen([str(CLI), "train", "--headless", "--resume", str(run_dir)], cwd=ROOT,
@@ -313,7 +319,10 @@ def test_a_second_writer_is_refused_and_a_killed_run_resumes(runtime, tmp_path):
             assert stopped.returncode == 0, stopped.stderr
             output = resumed.communicate(timeout=60)[0]
             assert resumed.returncode == 0, output
-            assert "stopped at step" in output
+            started_at = int(re.search(r"\brun \S+ at step ([\d,]+) of", output).group(1).replace(",", ""))
+            stopped_at = int(re.search(r"stopped at step ([\d,]+)", output).group(1).replace(",", ""))
+            assert started_at == newest and stopped_at >= started_at
+            assert ckpt.load(run_dir / "latest.pt")["step"] == stopped_at
         finally:
             if resumed.poll() is None:
                 resumed.kill()
@@ -331,10 +340,10 @@ def test_ls_attach_and_stop_with_no_run_alive(runtime):
         assert "Traceback" not in proc.stderr
 
 
-def test_a_headless_run_trains_even_where_apps_cannot_attach(runtime, tmp_path):
+def test_a_headless_run_trains_even_where_apps_cannot_attach(runtime, tmp_path, capfd):
     runtime.chmod(0o755)  # not private: no socket is opened there
-    proc = run_cli("train", "--headless", "--config", str(CONFIGS / "smoke.toml"), "--set", "run.total_steps=400",
-                   "--set", "env.num_envs=2", "--set", f'run.out_dir="{tmp_path / "runs"}"')
+    proc = cli_in_process(capfd, "train", "--headless", "--config", str(CONFIGS / "smoke.toml"), "--set",
+                          "run.total_steps=400", "--set", "env.num_envs=2", "--set", f'run.out_dir="{tmp_path / "runs"}"')
     assert proc.returncode == 0, proc.stderr
     assert "apps cannot attach to this run" in proc.stdout and "not private" in proc.stdout
     assert "finished at step" in proc.stdout

@@ -58,10 +58,10 @@ def smoke(tmp_path):
     """A real trainer on the smoke config, not yet started (the app starts it paused)."""
     from a2c_tui.run.handle import LocalHandle
 
-    # Two envs and games capped at 2,000 frames keep start-up and evaluation short.
+    # Two envs and games capped at 400 frames (100 steps) keep start-up and evaluation short.
     config = cfg.load(ROOT / "configs/smoke.toml", [f"run.out_dir='{tmp_path}'", "run.total_steps=1000000",
                                                     "run.checkpoint_every=1000000", "env.num_envs=2",
-                                                    "env.max_episode_frames=2000"])
+                                                    "env.max_episode_frames=400"])
     handle = LocalHandle.create(config)
     yield handle
     handle.close(timeout=5)
@@ -431,7 +431,8 @@ async def test_hidden_hyperparameters_pane_catches_up_when_shown(fake):
 async def test_switching_panes_does_not_keep_old_footer_keys_alive(fake):
     """Every pane switch rebuilds the footer's keys; Textual kept each old key alive through
     a watcher on the Footer (~20 widgets per switch, the soak's RSS rise). After many
-    switches only the keys on screen (and not-yet-collected garbage) may remain."""
+    switches only the keys on screen (and not-yet-collected garbage) may remain. Six switches
+    are plenty: the leak kept ~20 keys a switch, the bound is 12."""
     import gc
 
     from textual.widgets._footer import FooterKey
@@ -444,7 +445,7 @@ async def test_switching_panes_does_not_keep_old_footer_keys_alive(fake):
     async with app.run_test() as pilot:
         await pilot.pause(0.3)
         before = live_keys()
-        for _ in range(15):
+        for _ in range(3):
             for key in ("4", "1"):
                 await pilot.press(key)
                 await pilot.pause(0.05)
