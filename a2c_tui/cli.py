@@ -17,8 +17,8 @@ import threading
 import time
 from pathlib import Path
 
+from a2c_tui import files
 from a2c_tui.config import EVAL_SEED
-from a2c_tui.run import files
 
 DEFAULT_CONFIG = "configs/space_invaders.toml"
 
@@ -135,7 +135,7 @@ def _thread_error(args: threading.ExceptHookArgs) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from a2c_tui.config import ConfigError
-    from a2c_tui.run.files import RefusedFile
+    from a2c_tui.files import RefusedFile
     from a2c_tui.run.protocol import ProtocolError
     from a2c_tui.run.service import ServiceError
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from a2c_tui.run import files
+from a2c_tui import files
 
 
 FLOAT32_TINY = 2.0**-126  # the smallest normal float32

@@ -28,11 +28,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from a2c_tui.run import checkpoints as ckpt
 from a2c_tui import cli
 from a2c_tui import config as cfg
-from a2c_tui.run import files
+from a2c_tui import files
 from a2c_tui.config import ConfigError
+from a2c_tui.run import checkpoints as ckpt
 from a2c_tui.run.trainer import State, Trainer
 from conftest import CONFIGS, load_config
 

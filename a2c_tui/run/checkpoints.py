@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
+from a2c_tui import files
 from a2c_tui.config import LIVE_KEYS, ConfigError, check_value
-from a2c_tui.run import files
 from a2c_tui.run.protocol import CheckpointInfo
 
 FORMAT = "a2c-tui/1"

@@ -8,7 +8,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from a2c_tui.run import files
+from a2c_tui import files
 
 
 def score_line(scores: "ScoreWindow") -> str:

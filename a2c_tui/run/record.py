@@ -24,12 +24,12 @@ from typing import Callable
 import numpy as np
 import torch
 
+from a2c_tui import files
 from a2c_tui.config import Config, ConfigError
 from a2c_tui.learn.envs import atari_rom
 from a2c_tui.learn.frames import FrameSource
 from a2c_tui.learn.model import ActorCritic, act
 from a2c_tui.run import checkpoints as ckpt
-from a2c_tui.run import files
 from a2c_tui.run.evaluate import Cancelled
 
 FRAME_RATE = 60  # emulator frames per second of an NTSC Atari 2600

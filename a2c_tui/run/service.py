@@ -686,7 +686,8 @@ def open_run(config: Any, resume: str | None = None, resume_overrides: dict[str,
     if os.environ.get("RANK", "0") != "0":
         return LocalHandle.create(config, resume, resume_overrides), None
     if resume is not None:
-        from a2c_tui.run import checkpoints, files
+        from a2c_tui import files
+        from a2c_tui.run import checkpoints
 
         target = Path(resume)
         run_dir = target if target.is_dir() else target.parent

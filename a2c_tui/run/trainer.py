@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
+from a2c_tui import files
 from a2c_tui.config import LIVE_KEYS, Config, ConfigError, check_resume_overrides, check_value, from_dict, to_toml
 from a2c_tui.learn import distributed
 from a2c_tui.learn.a2c import NonFiniteError, forward_losses, make_optimizer, match_layouts, scheduled_lr, update
@@ -32,7 +33,7 @@ from a2c_tui.learn.envs import EnvGroups, Step, StepLater, is_atari, make_envs
 from a2c_tui.learn.model import ActorCritic, act, policy_step, resolve_precision
 from a2c_tui.learn.rollout import Rollout, value_targets
 from a2c_tui.run import checkpoints as ckpt
-from a2c_tui.run import files, memory
+from a2c_tui.run import memory
 from a2c_tui.run.evaluate import PeriodicEvaluation, PeriodicJob
 from a2c_tui.run.metrics import NO_METRICS, MetricsSink, ScoreWindow, read_jsonl, score_line
 from a2c_tui.run.protocol import Event, Snapshot, State
