@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from a2c_tui import config as cfg
-from a2c_tui.learn.a2c import make_optimizer, update
+from a2c_tui.learn.a2c import make_optimizer, match_layouts, update
 from a2c_tui.learn.model import ActorCritic
 from a2c_tui.learn.rollout import value_targets
 
@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, p in model.named_parameters():
             if name in squares:
                 optimizer.state[p]["square_avg"] = squares[name].clone()
+        match_layouts(optimizer)  # as a resume does: SB3's are contiguous
 
         # SB3 flattens its (steps, envs) buffer env-major; the same order keeps the means' sums alike.
         def flat(x):
