@@ -250,6 +250,20 @@ def live_run(out_dir: Path, timeout: float = 120) -> Path:
     return run_dir
 
 
+def test_the_app_starts_a_new_run_from_its_config_and_keeps_no_copy_of_it(runtime, tmp_path):
+    """What the app does for a new run: the config goes to the process as a file in the private
+    runtime directory, which is gone once the run is up."""
+    config = load_config("smoke", tmp_path / "runs", "run.total_steps=1000000", "env.num_envs=2")
+    run_dir = service.start(config)
+    try:
+        assert RunLock.held(run_dir) and run_dir.parent == tmp_path / "runs"
+        assert not list(runtime.glob("new-run-*.toml"))
+        assert (run_dir / "config.toml").exists()
+    finally:
+        service.request(run_dir, "stop", timeout=120)
+        wait_until(lambda: not RunLock.held(run_dir), 60, "the run ended")
+
+
 def test_the_run_survives_its_app_and_stop_ends_it(runtime, tmp_path):
     """The app in a terminal; the terminal goes (SIGHUP): the run trains on, an app attaches to its
     history, `a2c-tui stop` saves and ends it."""

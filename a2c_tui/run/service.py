@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from a2c_tui.config import EVAL_SEED, ConfigError, check_value
+from a2c_tui.config import EVAL_SEED, Config, ConfigError, check_value, to_toml
 from a2c_tui.run import protocol
 from a2c_tui.run.protocol import Event, ProtocolError, Snapshot, State
 
@@ -708,6 +708,20 @@ def open_run(config: Any, resume: str | None = None, resume_overrides: dict[str,
             handle.close()
             raise
     return handle, lock
+
+
+def start(what: Config | str | Path) -> Path:
+    """Start a run in a process of its own and return its run directory once its socket is up:
+    `what` is a Config (a new run; its TOML waits in the private runtime directory until the
+    process has read it) or a run directory (resumed from its newest valid checkpoint)."""
+    if not isinstance(what, Config):
+        return spawn(["--resume", str(Path(what).resolve())])
+    config_file = runtime_dir() / f"new-run-{os.getpid()}-{time.monotonic_ns()}.toml"
+    config_file.write_text(to_toml(what))
+    try:
+        return spawn(["--config", str(config_file)])
+    finally:
+        config_file.unlink(missing_ok=True)
 
 
 def spawn(argv: list[str], timeout: float = 180.0) -> Path:

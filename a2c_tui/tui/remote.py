@@ -309,16 +309,6 @@ def _with_state(snapshot: Snapshot, state: State) -> Snapshot:
 def start_run(what: Any) -> RemoteHandle:
     """Start a run in a process of its own and attach to it: `what` is a Config (a new run) or a
     run directory (resume it from its newest valid checkpoint). ServiceError, ConfigError: one line."""
-    import os
+    from a2c_tui.run.service import start
 
-    from a2c_tui.config import to_toml
-    from a2c_tui.run.service import runtime_dir, spawn
-
-    if isinstance(what, (str, Path)):
-        return RemoteHandle.attach(spawn(["--resume", str(Path(what).resolve())]))
-    config_file = runtime_dir() / f"new-run-{os.getpid()}-{time.monotonic_ns()}.toml"
-    config_file.write_text(to_toml(what))
-    try:
-        return RemoteHandle.attach(spawn(["--config", str(config_file)]))
-    finally:
-        config_file.unlink(missing_ok=True)
+    return RemoteHandle.attach(start(what))
