@@ -140,7 +140,7 @@ class Group:
 
         The loss rides along: a non-finite loss on any rank makes every gradient NaN, so the
         update's own check skips the step on every rank alike."""
-        grads = [p.grad for p in parameters]
+        grads = [in_memory_order(p.grad) for p in parameters]
         not_finite = torch.where(torch.isfinite(loss), 0.0, torch.nan).reshape(1).to(grads[0].dtype)
         flat = torch.cat([g.reshape(-1) for g in grads] + [not_finite])
         if self._reduce_on_host and flat.is_cuda:
@@ -224,6 +224,14 @@ class Group:
             dist.destroy_process_group()
         except Exception:  # noqa: BLE001 - after a failure the group may not tear down cleanly
             pass
+
+
+def in_memory_order(tensor: torch.Tensor) -> torch.Tensor:
+    """A view of `tensor` with its dimensions in the order they lie in memory: contiguous for
+    the dense layouts the model uses (channels-last convolutions, transposed Linear weights),
+    so flattening it copies nothing (a transposing copy of the 3136x512 gradient took ~4 ms
+    each way on 2 cores). Every rank builds the same model, so every rank flattens alike."""
+    return tensor.permute(sorted(range(tensor.dim()), key=lambda d: -tensor.stride(d)))
 
 
 def _first_line(error: BaseException) -> str:
