@@ -116,3 +116,25 @@ def test_precision_may_change_on_resume_but_must_be_known():
     assert check_resume_overrides({"run.precision": "bf16"}) == {"run.precision": "bf16"}
     with pytest.raises(ConfigError, match="run.precision"):
         check_resume_overrides({"run.precision": "half"})
+
+
+def test_from_weights_is_the_loaded_network_and_leaves_the_random_stream_alone():
+    torch.manual_seed(0)
+    trained = ActorCritic((4, 84, 84), 6)
+    state = torch.get_rng_state()
+    m = ActorCritic.from_weights((4, 84, 84), 6, trained.state_dict())
+    # no draws from the global generator: an evaluation beside training leaves the trainer's stream
+    assert torch.equal(torch.get_rng_state(), state)
+    # the same layout (channels-last convolutions, transposed Linear weights) and values
+    for (name, p), (_, q) in zip(trained.named_parameters(), m.named_parameters(), strict=True):
+        assert p.stride() == q.stride() and torch.equal(p, q), name
+    obs = batch(4)[0]
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(trained(obs), m(obs)))
+    # init=False is not the orthogonal init (64x4 weights: orthogonal columns, Wᵀ W = gain² I)
+    orthogonal, kept = ActorCritic((4,), 2).torso[0].weight, ActorCritic((4,), 2, init=False).torso[0].weight
+    assert torch.allclose(orthogonal.T @ orthogonal, 2 * torch.eye(4), atol=1e-5)
+    assert not torch.allclose(kept.T @ kept, 2 * torch.eye(4), atol=1e-2)
+    incomplete = {k: v for k, v in trained.state_dict().items() if k != "value_head.bias"}
+    with pytest.raises(RuntimeError, match="value_head.bias"):  # strict: no uninitialised layer survives
+        ActorCritic.from_weights((4, 84, 84), 6, incomplete)

@@ -11,9 +11,13 @@ import torch
 from torch import nn
 
 
-def _init(layer: nn.Module, gain: float) -> nn.Module:
+def _orthogonal(layer: nn.Module, gain: float) -> nn.Module:
     nn.init.orthogonal_(layer.weight, gain=gain)
     nn.init.zeros_(layer.bias)
+    return layer
+
+
+def _keep(layer: nn.Module, gain: float) -> nn.Module:
     return layer
 
 
@@ -53,8 +57,11 @@ class ActorCritic(nn.Module):
     heads stay float32, so logits, values and everything computed from them (value targets,
     losses) are float32."""
 
-    def __init__(self, obs_shape: tuple[int, ...], n_actions: int, bf16: bool = False):
+    def __init__(self, obs_shape: tuple[int, ...], n_actions: int, bf16: bool = False, init: bool = True):
+        """`init`: the orthogonal init of the references; False keeps the layers' own cheap
+        init, for weights that are loaded next (see `from_weights`)."""
         super().__init__()
+        _init = _orthogonal if init else _keep
         self.bf16 = bf16
         self.obs_shape = tuple(obs_shape)
         self.n_actions = n_actions
@@ -102,6 +109,20 @@ class ActorCritic(nn.Module):
             features = self.torso(x)
         features = features.float()
         return self.policy_head(features), self.value_head(features).squeeze(-1)
+
+    @classmethod
+    def from_weights(cls, obs_shape: tuple[int, ...], n_actions: int, weights: dict[str, torch.Tensor],
+                     bf16: bool = False) -> "ActorCritic":
+        """The network holding `weights` (a state_dict: every name, strictly), on the CPU.
+
+        Skips the orthogonal init, whose QR of the 3136×512 matrix costs 0.3–1.4 s on 2 cores
+        (MKL's threaded QR fights a training loop for them) for values overwritten at once, and
+        draws nothing from torch's global generator: an evaluation or a live game beside
+        training leaves the trainer's random stream where it was."""
+        with torch.random.fork_rng(devices=[]):  # the layers' own init draws
+            model = cls(obs_shape, n_actions, bf16=bf16, init=False)
+        model.load_state_dict(weights)
+        return model
 
 
 @dataclass

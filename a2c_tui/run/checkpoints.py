@@ -217,8 +217,9 @@ def _check_tensors(payload: dict[str, Any], obs_shape: tuple[int, ...], n_action
     metadata can say SpaceInvaders over another game's head or an MLP."""
     from a2c_tui.learn.model import ActorCritic
 
-    with torch.device("meta"):  # shapes only, nothing allocated
-        model = ActorCritic(obs_shape, n_actions)
+    # Shapes only. Not on the meta device: its first use imports torch._dynamo (1-3 s).
+    with torch.random.fork_rng(devices=[]):
+        model = ActorCritic(obs_shape, n_actions, init=False)
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     weights = payload.get("model")
     if not isinstance(weights, dict):

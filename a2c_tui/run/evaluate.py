@@ -74,10 +74,8 @@ def evaluate(config: Config, weights: dict[str, torch.Tensor], episodes: int = 1
     envs = make_envs(env.id, num_envs, seed=seed, num_threads=threads, noop_max=env.noop_max,
                      max_episode_frames=env.max_episode_frames, clip_rewards=False, life_loss=False)
     try:
-        with torch.random.fork_rng(devices=[]):  # the init's draws must not move the trainer's stream
-            model = ActorCritic(envs.observation_shape, envs.n_actions,
-                                bf16=resolve_precision(config.run.precision, torch.device(device)) == "bf16")
-        model.load_state_dict(weights)
+        model = ActorCritic.from_weights(envs.observation_shape, envs.n_actions, weights,
+                                         bf16=resolve_precision(config.run.precision, torch.device(device)) == "bf16")
         model.to(device).eval()
         generator = torch.Generator(device=device).manual_seed(seed)  # same seed, same games
         counted = np.ones(num_envs, dtype=bool)  # is the game each env is playing one of the N?

@@ -81,7 +81,8 @@ class LivePlayer:
         env = self.env
         self.game = AtariGame(env.id, seed=self.seed or 0, noop_max=env.noop_max,
                               max_episode_frames=env.max_episode_frames)
-        self.model = ActorCritic(self.game.observation_shape, self.game.n_actions).eval()
+        # init=False: the weights are loaded before the first move (no orthogonal init's QR)
+        self.model = ActorCritic(self.game.observation_shape, self.game.n_actions, init=False).eval()
 
     def _run(self) -> None:
         try:

@@ -245,8 +245,7 @@ def record(config: Config, weights: dict[str, torch.Tensor], out_dir: str | Path
         raise ValueError("games must be >= 1")
     env = config.env
     game = AtariGame(env.id, seed=seed, noop_max=env.noop_max, max_episode_frames=env.max_episode_frames)
-    model = ActorCritic(game.observation_shape, game.n_actions)
-    model.load_state_dict(weights)
+    model = ActorCritic.from_weights(game.observation_shape, game.n_actions, weights)
     model.to(device).eval()
     out_dir = Path(out_dir)
     try:
