@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from a2c_tui import files
-from a2c_tui.config import EVAL_SEED
+from a2c_tui.config import EVAL_ENVS, EVAL_SEED
 
 DEFAULT_CONFIG = "configs/space_invaders.toml"
 
@@ -86,7 +86,7 @@ def build_parser() -> Parser:
     ev = sub.add_parser("eval", help="play whole games with a checkpoint and report raw scores")
     ev.add_argument("checkpoint", help="a .pt file or a run directory (uses latest.pt)")
     ev.add_argument("--episodes", type=int, default=100, help="games to play (default 100)")
-    ev.add_argument("--envs", type=int, default=8, help="games played in parallel (default 8)")
+    ev.add_argument("--envs", type=int, default=EVAL_ENVS, help=f"games played in parallel (default {EVAL_ENVS})")
     ev.add_argument("--greedy", action="store_true", help="argmax actions instead of sampling")
     ev.add_argument("--seed", type=int, default=EVAL_SEED,
                     help=f"env and action seed (default {EVAL_SEED}: the same games for every checkpoint)")

@@ -29,6 +29,7 @@ class ConfigError(ValueError):
 
 
 EVAL_SEED = 12345  # evaluations' default: the same seed plays the same games, so checkpoints compare fairly
+EVAL_ENVS = 16  # evaluations' default envs: 100 games on 16 ran 1.32x faster than on 8 on 2 cores (BENCHMARKS.md)
 ECHO_MAX = 30  # characters of a refused value repeated in a message
 
 

@@ -192,7 +192,7 @@ class FakeHandle:
             raise ConfigError("the latest checkpoint cannot be deleted while training")
         self.checkpoints.remove(info)
 
-    def evaluate(self, source, episodes=100, envs=8, greedy=False, seed=12345, progress=None,
+    def evaluate(self, source, episodes=100, envs=16, greedy=False, seed=12345, progress=None,
                  cancel=None) -> dict[str, Any]:
         self.calls.append(("evaluate", (source, episodes, envs)))
         self.eval_options = {"greedy": greedy, "seed": seed}

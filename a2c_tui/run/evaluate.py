@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from a2c_tui.config import EVAL_SEED, Config, ConfigError
+from a2c_tui.config import EVAL_ENVS, EVAL_SEED, Config, ConfigError
 from a2c_tui.learn.envs import make_envs
 from a2c_tui.learn.model import ActorCritic, choose_actions, resolve_precision
 from a2c_tui.run import memory
@@ -54,7 +54,7 @@ def summarize(scores: list[float], lengths: list[int]) -> dict[str, Any]:
     }
 
 
-def evaluate(config: Config, weights: dict[str, torch.Tensor], episodes: int = 100, num_envs: int = 8,
+def evaluate(config: Config, weights: dict[str, torch.Tensor], episodes: int = 100, num_envs: int = EVAL_ENVS,
              greedy: bool = False, seed: int = EVAL_SEED, device: str | torch.device = "cpu",
              progress: Callable[[EvalProgress], None] | None = None,
              cancel: threading.Event | None = None, num_threads: int | None = None) -> dict[str, Any]:

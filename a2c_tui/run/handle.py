@@ -16,7 +16,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable
 
-from a2c_tui.config import EVAL_SEED, Config, ConfigError
+from a2c_tui.config import EVAL_ENVS, EVAL_SEED, Config, ConfigError
 from a2c_tui.run import checkpoints as ckpt
 from a2c_tui.run.evaluate import EvalProgress, evaluate
 from a2c_tui.run.metrics import read_jsonl
@@ -127,7 +127,7 @@ class LocalHandle:
         ckpt.delete(path)
 
     # --- evaluation (call from a worker thread) ---
-    def evaluate(self, source: str | Path | None, episodes: int = 100, envs: int = 8, greedy: bool = False,
+    def evaluate(self, source: str | Path | None, episodes: int = 100, envs: int = EVAL_ENVS, greedy: bool = False,
                  seed: int = EVAL_SEED, progress: Callable[[EvalProgress], None] | None = None,
                  cancel: threading.Event | None = None) -> dict[str, Any]:
         """Evaluate the current weights (source None) or a checkpoint file. A checkpoint's

@@ -21,7 +21,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import Button, Input, ProgressBar, Select, Static
 
-from a2c_tui.config import EVAL_SEED, ConfigError, check_value
+from a2c_tui.config import EVAL_ENVS, EVAL_SEED, ConfigError, check_value
 from a2c_tui.tui.messages import (EvalFinished, EvalProgressed, EvalStarted, EvalStopped, first_line, fmt_number)
 
 CURRENT = "current"
@@ -102,7 +102,7 @@ class EvaluationPane(Vertical):
             yield Static("episodes", classes="eval-label")
             yield Input("100", id="eval-episodes", type="integer", compact=True, classes="eval-number")
             yield Static("envs", classes="eval-label-short")
-            yield Input("8", id="eval-envs", type="integer", compact=True, classes="eval-number")
+            yield Input(str(EVAL_ENVS), id="eval-envs", type="integer", compact=True, classes="eval-number")
             yield Static("actions", classes="eval-label-short")
             yield Select(ACTIONS, value="sampled", allow_blank=False, compact=True, id="eval-actions")
             yield Static("seed", classes="eval-label-short")

@@ -14,7 +14,7 @@ from typing import Any, Callable, Protocol
 
 from textual.message import Message
 
-from a2c_tui.config import EVAL_SEED
+from a2c_tui.config import EVAL_ENVS, EVAL_SEED
 
 RUNNING, PAUSED, STOPPED, FINISHED, ERROR = "RUNNING", "PAUSED", "STOPPED", "FINISHED", "ERROR"
 STATE_STYLES = {RUNNING: "bold green", PAUSED: "bold yellow", STOPPED: "bold magenta", FINISHED: "bold cyan",
@@ -41,7 +41,7 @@ class TrainerHandle(Protocol):
     def load(self, path: str | Path) -> Any: ...  # Future -> step
     def list_checkpoints(self) -> list[Any]: ...
     def delete_checkpoint(self, path: str | Path) -> None: ...
-    def evaluate(self, source: str | Path | None, episodes: int = 100, envs: int = 8, greedy: bool = False,
+    def evaluate(self, source: str | Path | None, episodes: int = 100, envs: int = EVAL_ENVS, greedy: bool = False,
                  seed: int = EVAL_SEED, progress: Callable[[Any], None] | None = None, cancel: Any = None) -> dict[str, Any]: ...
     def history(self) -> list[dict[str, Any]]: ...
 

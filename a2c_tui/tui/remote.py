@@ -17,7 +17,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable
 
-from a2c_tui.config import EVAL_SEED, LIVE_KEYS, ConfigError, check_value, from_dict
+from a2c_tui.config import EVAL_ENVS, EVAL_SEED, LIVE_KEYS, ConfigError, check_value, from_dict
 from a2c_tui.run import protocol
 from a2c_tui.run.metrics import read_jsonl
 from a2c_tui.run.protocol import CheckpointInfo, Disconnected, Event, ProtocolError, Snapshot, State
@@ -192,7 +192,7 @@ class RemoteHandle:
         return self._call("record", path=str(path), games=games)
 
     # --- evaluations run in the service ---
-    def evaluate(self, source: str | Path | None, episodes: int = 100, envs: int = 8, greedy: bool = False,
+    def evaluate(self, source: str | Path | None, episodes: int = 100, envs: int = EVAL_ENVS, greedy: bool = False,
                  seed: int = EVAL_SEED, progress: Callable[[Any], None] | None = None,
                  cancel: threading.Event | None = None) -> dict[str, Any]:
         """Start an evaluation of a checkpoint in the service and follow it to its end. Called from
