@@ -3,6 +3,7 @@ gradient of the same batch with the same weights is also computed under bf16 aut
 (run.precision = "bf16"), and the two are compared before the fp32 update is applied.
 
     .venv/bin/python bench/precision.py --updates 1200 [--config configs/space_invaders.toml] [--json out.json]
+    .venv/bin/python bench/precision.py --updates 1000 --resume runs/<run>/step_1000000.pt   # a trained agent
 
 Prints the distribution over updates of the cosine similarity of the two gradients, the
 ratio of their norms and the difference of the losses. `--dry-run`: 5 updates of the smoke config.
@@ -12,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
+from pathlib import Path
 
 import a2c_tui  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
 import numpy as np
@@ -40,6 +43,8 @@ def main() -> int:
     parser.add_argument("--config", default="configs/space_invaders.toml")
     parser.add_argument("--updates", type=int, default=1200)
     parser.add_argument("--json", help="write every update's figures here")
+    parser.add_argument("--resume", metavar="CHECKPOINT",
+                        help="start from this checkpoint (a copy of it, in a temporary run directory)")
     parser.add_argument("--dry-run", action="store_true", help="5 updates of configs/smoke.toml")
     args = parser.parse_args()
     if args.dry_run:
@@ -69,7 +74,15 @@ def main() -> int:
 
     trainer_module.update = probed_update
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(config.replace(**{"run.out_dir": tmp}), tensorboard=False)
+        if args.resume:
+            copy = Path(tmp) / "run" / Path(args.resume).name
+            copy.parent.mkdir()
+            shutil.copyfile(args.resume, copy)
+            trainer = Trainer(config, resume=copy, tensorboard=False, resume_overrides={
+                "run.precision": "fp32", "run.torch_threads": 1, "env.num_threads": 1})
+        else:
+            trainer = Trainer(config.replace(**{"run.out_dir": tmp}), tensorboard=False)
+        first_step = trainer.step
         try:
             for i in range(args.updates):
                 trainer.train_update()
@@ -79,7 +92,7 @@ def main() -> int:
             trainer.metrics.close()
             trainer.envs.close()
     print(f"{args.config}: {len(rows)} updates of {config.env.num_envs * config.algo.n_steps} steps "
-          f"(steps 0 to {trainer.step:,}), fp32 run, bf16 gradient of the same batch")
+          f"(steps {first_step:,} to {trainer.step:,}), fp32 run, bf16 gradient of the same batch")
     for key in ("cosine", "norm_ratio", "loss_diff"):
         values = np.array([r[key] for r in rows])
         q = np.percentile(values, [0, 1, 5, 50, 95, 99, 100])
