@@ -4,6 +4,7 @@ optimizer stay float32, and the float32 path is the reference one."""
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import torch
@@ -34,6 +35,13 @@ def test_auto_is_bf16_only_where_bf16_is_fast(monkeypatch):
     assert resolve_precision("auto", cpu) == "bf16"
     monkeypatch.setattr(model_mod, "fast_bf16", lambda device: False)
     assert resolve_precision("auto", cpu) == "fp32"
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/cpuinfo"), reason="Linux: the CPU's flags are in /proc/cpuinfo")
+def test_fast_bf16_on_the_cpu_follows_the_cpus_flags():
+    with open("/proc/cpuinfo") as f:
+        flags = next(line.split(":", 1)[1].split() for line in f if line.startswith("flags"))
+    assert model_mod.fast_bf16(torch.device("cpu")) == ("avx512_bf16" in flags or "amx_bf16" in flags)
 
 
 def test_bf16_torso_keeps_float32_outputs_weights_and_gradients():

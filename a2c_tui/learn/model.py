@@ -31,15 +31,12 @@ class PixelConv(nn.Conv2d):
 
 def fast_bf16(device: torch.device) -> bool:
     """Whether bfloat16 matmuls are native on `device`: CUDA GPUs from Ampere on, and CPUs
-    with AVX-512 BF16 or AMX (elsewhere bf16 is emulated and slower than float32)."""
+    with AVX-512 BF16 or AMX (elsewhere bf16 is emulated and slower than float32). The CPU's
+    flags come from torch's own cpuinfo (private helpers: a torch without them says no)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    probes = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(probe is not None and probe() for probe in probes)
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
