@@ -18,6 +18,17 @@ from throughput import Ours
 from a2c_tui import config as cfg
 
 
+def paired_rounds(a, b, rounds: int, seconds: float) -> list[float]:
+    """B, A, A, B windows per round (each side's measure(seconds) -> steps/s); the ratios B/A of
+    neighbouring windows, two per round."""
+    ratios = []
+    for i in range(rounds):
+        b1, a1, a2, b2 = b.measure(seconds), a.measure(seconds), a.measure(seconds), b.measure(seconds)
+        ratios += [b1 / a1, b2 / a2]
+        print(f"round {i + 1}: B {b1:.0f}, A {a1:.0f}, A {a2:.0f}, B {b2:.0f} steps/s", flush=True)
+    return ratios
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/space_invaders.toml")
@@ -26,12 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="per window")
     args = parser.parse_args(argv)
     a, b = Ours(cfg.load(args.config)), Ours(cfg.load(args.config, args.overrides))
-    ratios = []
     try:
-        for i in range(args.rounds):
-            b1, a1, a2, b2 = b.measure(args.seconds), a.measure(args.seconds), a.measure(args.seconds), b.measure(args.seconds)
-            ratios += [b1 / a1, b2 / a2]
-            print(f"round {i + 1}: B {b1:.0f}, A {a1:.0f}, A {a2:.0f}, B {b2:.0f} steps/s", flush=True)
+        ratios = paired_rounds(a, b, args.rounds, args.seconds)
     finally:
         a.close()
         b.close()

@@ -71,18 +71,15 @@ def main(argv: list[str] | None = None) -> int:
         if not sep or not name:
             parser.error(f"--env {item!r}: expected NAME=VALUE")
         env_b[name] = value
+    from ab_config import paired_rounds
+
     bench_dir = os.path.dirname(os.path.abspath(__file__))
     for env in (env_a := dict(os.environ), env_b):
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [bench_dir, env.get("PYTHONPATH")]))
     a = Worker(env_a, args.config, args.overrides)
     b = Worker(env_b, args.config, args.overrides)
-    ratios = []
     try:
-        for i in range(args.rounds):
-            b1, a1, a2, b2 = (b.measure(args.seconds), a.measure(args.seconds), a.measure(args.seconds),
-                              b.measure(args.seconds))
-            ratios += [b1 / a1, b2 / a2]
-            print(f"round {i + 1}: B {b1:.0f}, A {a1:.0f}, A {a2:.0f}, B {b2:.0f} steps/s", flush=True)
+        ratios = paired_rounds(a, b, args.rounds, args.seconds)
     finally:
         a.close()
         b.close()
