@@ -18,15 +18,22 @@ from throughput import Ours
 from a2c_tui import config as cfg
 
 
-def paired_rounds(a, b, rounds: int, seconds: float) -> list[float]:
-    """B, A, A, B windows per round (each side's measure(seconds) -> steps/s); the ratios B/A of
-    neighbouring windows, two per round."""
+def compare(a, b, rounds: int, seconds: float, label: str = "B") -> float:
+    """B, A, A, B windows per round (each side's measure(seconds) -> steps/s), the ratios B/A of
+    neighbouring windows printed with their median, which is returned; closes both sides."""
     ratios = []
-    for i in range(rounds):
-        b1, a1, a2, b2 = b.measure(seconds), a.measure(seconds), a.measure(seconds), b.measure(seconds)
-        ratios += [b1 / a1, b2 / a2]
-        print(f"round {i + 1}: B {b1:.0f}, A {a1:.0f}, A {a2:.0f}, B {b2:.0f} steps/s", flush=True)
-    return ratios
+    try:
+        for i in range(rounds):
+            b1, a1, a2, b2 = b.measure(seconds), a.measure(seconds), a.measure(seconds), b.measure(seconds)
+            ratios += [b1 / a1, b2 / a2]
+            print(f"round {i + 1}: B {b1:.0f}, A {a1:.0f}, A {a2:.0f}, B {b2:.0f} steps/s", flush=True)
+    finally:
+        a.close()
+        b.close()
+    median = statistics.median(ratios)
+    print(f"{label} / A: {median:.3f} (median of {len(ratios)} paired ratios: "
+          f"{', '.join(f'{r:.3f}' for r in sorted(ratios))})")
+    return median
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,13 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="per window")
     args = parser.parse_args(argv)
     a, b = Ours(cfg.load(args.config)), Ours(cfg.load(args.config, args.overrides))
-    try:
-        ratios = paired_rounds(a, b, args.rounds, args.seconds)
-    finally:
-        a.close()
-        b.close()
-    print(f"B / A: {statistics.median(ratios):.3f} (median of {len(ratios)} paired ratios: "
-          f"{', '.join(f'{r:.3f}' for r in sorted(ratios))})")
+    compare(a, b, args.rounds, args.seconds)
     return 0
 
 

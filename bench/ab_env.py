@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 
@@ -71,20 +70,14 @@ def main(argv: list[str] | None = None) -> int:
         if not sep or not name:
             parser.error(f"--env {item!r}: expected NAME=VALUE")
         env_b[name] = value
-    from ab_config import paired_rounds
+    from ab_config import compare
 
     bench_dir = os.path.dirname(os.path.abspath(__file__))
     for env in (env_a := dict(os.environ), env_b):
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [bench_dir, env.get("PYTHONPATH")]))
     a = Worker(env_a, args.config, args.overrides)
     b = Worker(env_b, args.config, args.overrides)
-    try:
-        ratios = paired_rounds(a, b, args.rounds, args.seconds)
-    finally:
-        a.close()
-        b.close()
-    print(f"B ({' '.join(args.env)}) / A: {statistics.median(ratios):.3f} (median of {len(ratios)} paired ratios: "
-          f"{', '.join(f'{r:.3f}' for r in sorted(ratios))})")
+    compare(a, b, args.rounds, args.seconds, label=f"B ({' '.join(args.env)})")
     return 0
 
 
