@@ -122,6 +122,17 @@ def forward_losses(model: nn.Module, obs: torch.Tensor, actions: torch.Tensor, v
     return a2c_loss(logits, values, actions, value_targets, value_coef, entropy_coef), values
 
 
+def replayed_losses(kept: list[torch.Tensor]) -> Callable[..., tuple[Losses, torch.Tensor]]:
+    """forward_losses for a batch whose convolutions' outputs acting kept (`kept`, each flattened
+    to the batch, in the batch's order; ActorCritic.replay): the same losses and gradients,
+    without running the convolutions again."""
+    def losses(model: nn.Module, obs: torch.Tensor, actions: torch.Tensor, value_targets: torch.Tensor,
+               value_coef: float, entropy_coef: float) -> tuple[Losses, torch.Tensor]:
+        logits, values = model.replay(obs, kept)
+        return a2c_loss(logits, values, actions, value_targets, value_coef, entropy_coef), values
+    return losses
+
+
 class NonFiniteError(RuntimeError):
     """The loss or the gradient was NaN or infinite (the update was not applied), or the
     optimizer step made the weights so (checkpoints.save_refusal then keeps them off disk)."""
@@ -135,7 +146,7 @@ def update(model: nn.Module, optimizer: torch.optim.Optimizer, obs: torch.Tensor
     """One gradient step on a flattened batch. Raises NonFiniteError if the loss or the
     gradient norm is not finite (weights untouched) or the step left the weights non-finite.
     `average_gradients(parameters, loss)` (several ranks) makes the gradients the mean of every rank's.
-    `losses_fn`: forward_losses or a compiled copy of it.
+    `losses_fn`: forward_losses, a compiled copy of it, or replayed_losses(...).
 
     On a GPU every number read on the host waits for the device: the update reads its
     numbers twice, all of them before the step (the finiteness check must come before it)

@@ -29,6 +29,27 @@ class PixelConv(nn.Conv2d):
         return self._conv_forward(x, self.weight * (1.0 / 255.0), self.bias)
 
 
+class _ReplayConvReLU(torch.autograd.Function):
+    """relu(conv(x, weight, bias)) whose output was computed before (at acting time, with the
+    same weights): the forward returns it as it is; the backward is autograd's own for a
+    convolution and a ReLU (threshold_backward, convolution_backward) on the kept tensors."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, out, stride):
+        ctx.x, ctx.out, ctx.stride = x, out, stride  # kept tensors, not saved: the rollout owns them
+        ctx.save_for_backward(weight)
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (weight,) = ctx.saved_tensors
+        grad = torch.ops.aten.threshold_backward(grad, ctx.out, 0)
+        grad_x, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+            grad, ctx.x, weight, [weight.shape[0]], list(ctx.stride), [0, 0], [1, 1], False, [0, 0], 1,
+            [ctx.needs_input_grad[0], True, True])
+        return grad_x, grad_weight, grad_bias, None, None
+
+
 def fast_bf16(device: torch.device) -> bool:
     """Whether bfloat16 matmuls are native on `device`: CUDA GPUs from Ampere on, and CPUs
     with AVX-512 BF16 or AMX (elsewhere bf16 is emulated and slower than float32). The CPU's
@@ -73,7 +94,14 @@ class ActorCritic(nn.Module):
                 nn.Flatten(),
             )
             with torch.no_grad():
-                flat = convs(torch.zeros(1, *obs_shape)).shape[1]
+                shapes, x = [], torch.zeros(1, *obs_shape)
+                for layer in convs:
+                    x = layer(x)
+                    if isinstance(layer, nn.ReLU):
+                        shapes.append(tuple(x.shape[1:]))
+                flat = x.shape[1]
+            # (C, H, W) of each convolution's output: what acting may keep for the update (replay)
+            self.kept_shapes: tuple[tuple[int, ...], ...] = tuple(shapes)
             self.torso = nn.Sequential(convs, _init(nn.Linear(flat, 512), root2), nn.ReLU())
             hidden = 512
         else:
@@ -83,6 +111,7 @@ class ActorCritic(nn.Module):
                 _init(nn.Linear(64, 64), root2), nn.Tanh(),
             )
             hidden = 64
+            self.kept_shapes = ()
         self.policy_head = _init(nn.Linear(hidden, n_actions), 0.01)
         self.value_head = _init(nn.Linear(hidden, 1), 1.0)
         if self.is_image:
@@ -95,15 +124,48 @@ class ActorCritic(nn.Module):
                 # faster for a batch of 16 (the acting forward; BENCHMARKS.md, "Where the time goes").
                 layer.weight = nn.Parameter(layer.weight.detach().t().contiguous().t())
 
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """obs (B, *obs_shape), uint8 images or float vectors -> logits (B, A), values (B,)."""
+    def forward(self, obs: torch.Tensor, keep: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """obs (B, *obs_shape), uint8 images or float vectors -> logits (B, A), values (B,).
+        `keep` (images): one tensor per convolution, (B, *kept_shapes[i]), that receives its
+        output after the ReLU, for `replay`."""
+        x = self._input(obs)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            if keep is None:
+                features = self.torso(x)
+            else:
+                convs, linear, relu = self.torso
+                slots = iter(keep)
+                for layer in convs:
+                    x = layer(x)
+                    if isinstance(layer, nn.ReLU):
+                        next(slots).copy_(x)
+                features = relu(linear(x))
+        return self._heads(features)
+
+    def replay(self, obs: torch.Tensor, kept: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """forward(obs) for images whose convolutions' outputs were kept (forward's `keep`) with
+        the weights as they are now: the convolutions are not run again, yet autograd sees the
+        same graph and computes the same gradients (tests/test_replay.py: bit for bit). The
+        update's forward on the whole batch is ~a fifth of its forward and backward."""
+        x = self._input(obs)
+        dtype = x.dtype
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            convs, linear, relu = self.torso
+            layers = [layer for layer in convs if isinstance(layer, nn.Conv2d)]
+            for conv, out in zip(layers, kept, strict=True):
+                # the weight as the layer's forward uses it; under autocast, cast as autocast does
+                weight = conv.weight * (1.0 / 255.0) if isinstance(conv, PixelConv) else conv.weight
+                x = _ReplayConvReLU.apply(x, weight.to(dtype), conv.bias.to(dtype), out, conv.stride)
+            features = relu(linear(x.flatten(1)))
+        return self._heads(features)
+
+    def _input(self, obs: torch.Tensor) -> torch.Tensor:
         if self.is_image:
             # 0..255 are exact in bfloat16; PixelConv scales
-            x = obs.contiguous(memory_format=torch.channels_last).to(torch.bfloat16 if self.bf16 else torch.float32)
-        else:
-            x = obs.float()
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            features = self.torso(x)
+            return obs.contiguous(memory_format=torch.channels_last).to(torch.bfloat16 if self.bf16 else torch.float32)
+        return obs.float()
+
+    def _heads(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = features.float()
         return self.policy_head(features), self.value_head(features).squeeze(-1)
 
@@ -147,10 +209,11 @@ def choose_actions(model: ActorCritic, obs: torch.Tensor, greedy: bool = False,
     return sample(model(obs)[0], greedy, generator).cpu().numpy()
 
 
-def policy_step(model: ActorCritic, obs: torch.Tensor, greedy: bool = False, generator: torch.Generator | None = None
-                ) -> tuple[torch.Tensor, ...]:
-    """(actions, logits, log-probs of the actions, values, entropies): what `run.compile` compiles."""
-    logits, values = model(obs)
+def policy_step(model: ActorCritic, obs: torch.Tensor, greedy: bool = False, generator: torch.Generator | None = None,
+                keep: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, ...]:
+    """(actions, logits, log-probs of the actions, values, entropies): what `run.compile` compiles.
+    `keep`: see ActorCritic.forward."""
+    logits, values = model(obs) if keep is None else model(obs, keep)
     actions = sample(logits, greedy, generator)
     log_pi = torch.log_softmax(logits, -1)
     return actions, logits, log_pi.gather(-1, actions[:, None]).squeeze(-1), values, -(log_pi.exp() * log_pi).sum(-1)
@@ -158,9 +221,10 @@ def policy_step(model: ActorCritic, obs: torch.Tensor, greedy: bool = False, gen
 
 @torch.inference_mode()
 def act(model: ActorCritic, obs: torch.Tensor, greedy: bool = False, generator: torch.Generator | None = None,
-        step: Callable[..., tuple[torch.Tensor, ...]] = policy_step) -> Act:
+        step: Callable[..., tuple[torch.Tensor, ...]] = policy_step, keep: list[torch.Tensor] | None = None) -> Act:
     """Policy step on a batch of observations already on the model's device. `generator`:
     a random stream of its own (an evaluation beside training must not draw from the trainer's).
-    `step`: policy_step or a compiled copy of it."""
-    actions, logits, log_probs, values, entropy = step(model, obs, greedy, generator)
+    `step`: policy_step or a compiled copy of it (which takes no `keep`: see ActorCritic.forward)."""
+    extra = () if keep is None else (keep,)
+    actions, logits, log_probs, values, entropy = step(model, obs, greedy, generator, *extra)
     return Act(actions.cpu().numpy(), actions, logits, log_probs, values, entropy)

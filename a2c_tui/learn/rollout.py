@@ -10,23 +10,31 @@ class Rollout:
     after a_t) and v(s_t) from acting time."""
 
     def __init__(self, n_steps: int, num_envs: int, obs_shape: tuple[int, ...], obs_dtype: torch.dtype,
-                 device: torch.device):
+                 device: torch.device, kept_shapes: tuple[tuple[int, ...], ...] = (),
+                 kept_dtype: torch.dtype = torch.float32):
+        """`kept_shapes`: (C, H, W) of the activations acting keeps for the update (ActorCritic.replay)."""
         self.n_steps, self.num_envs = n_steps, num_envs
         pin = device.type == "cuda"
         if len(obs_shape) == 3:
             # Images are stored channels-last (each (C, H, W) laid out H, W, C), the layout the
             # model's convolutions use: copying the env's frames in transposes them once, and
             # neither acting nor the update has to convert them again.
-            channels, height, width = obs_shape
-            self.obs = torch.zeros((n_steps, num_envs, height, width, channels), dtype=obs_dtype,
-                                   device=device).permute(0, 1, 4, 2, 3)
+            self.obs = _channels_last((n_steps, num_envs), obs_shape, obs_dtype, device)
         else:
             self.obs = torch.zeros((n_steps, num_envs, *obs_shape), dtype=obs_dtype, device=device)
+        # (T, N, C, H, W) each, channels-last like the convolutions' outputs
+        self.kept = [_channels_last((n_steps, num_envs), shape, kept_dtype, device) for shape in kept_shapes]
         # Rewards and dones arrive from the env as numpy; keep them on the host until the update.
         self.rewards = torch.zeros((n_steps, num_envs), pin_memory=pin)
         self.dones = torch.zeros((n_steps, num_envs), pin_memory=pin)
         self.actions = torch.zeros((n_steps, num_envs), dtype=torch.long, device=device)
         self.values = torch.zeros((n_steps, num_envs), device=device)
+
+
+def _channels_last(lead: tuple[int, int], shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+                   ) -> torch.Tensor:
+    channels, height, width = shape
+    return torch.zeros((*lead, height, width, channels), dtype=dtype, device=device).permute(0, 1, 4, 2, 3)
 
 
 def value_targets(rewards: torch.Tensor, dones: torch.Tensor, values: torch.Tensor,

@@ -28,7 +28,8 @@ import torch
 from a2c_tui import files
 from a2c_tui.config import LIVE_KEYS, Config, ConfigError, check_resume_overrides, check_value, from_dict, to_toml
 from a2c_tui.learn import distributed
-from a2c_tui.learn.a2c import NonFiniteError, forward_losses, make_optimizer, match_layouts, scheduled_lr, update
+from a2c_tui.learn.a2c import (NonFiniteError, forward_losses, make_optimizer, match_layouts, replayed_losses,
+                                scheduled_lr, update)
 from a2c_tui.learn.envs import EnvGroups, Step, StepLater, is_atari, make_envs
 from a2c_tui.learn.model import ActorCritic, act, policy_step, resolve_precision
 from a2c_tui.learn.rollout import Rollout, value_targets
@@ -93,6 +94,14 @@ def env_groups(config: Config, device: torch.device, cores: int) -> int:
             raise ConfigError("env.overlap = 'on' is not allowed here: it needs an Atari game and env.num_envs >= 2")
         return 2
     return 2 if possible and device.type == "cuda" and cores >= 8 else 1
+
+
+def replays(model: ActorCritic, compile_parts: str) -> bool:
+    """Whether acting keeps the convolutions' outputs and the update replays them instead of
+    running the network forward on the batch again (ActorCritic.replay: same gradients, bit
+    for bit on the CPU; BENCHMARKS.md: ~7 % faster training on 2 cores). Images only, and not
+    with run.compile, whose compiled functions run the whole network."""
+    return model.is_image and compile_parts == "off"
 
 
 def compiled(fn: Callable, device: torch.device) -> Callable:
@@ -198,6 +207,7 @@ class Trainer:
             parts = compile_parts(config, self.device)
             self._policy_step = compiled(policy_step, self.device) if parts in ("act", "all") else policy_step
             self._losses_fn = compiled(forward_losses, self.device) if parts == "all" else forward_losses
+            self._replay = replays(self.model, parts)
             algo = config.algo
             self.optimizer = make_optimizer(algo.optimizer, self.model.parameters(), algo.lr, algo.rms_alpha,
                                             algo.rms_eps)
@@ -236,7 +246,11 @@ class Trainer:
                 self._take_rank0_state()
             obs_dtype = torch.uint8 if self.model.is_image else torch.float32
             self.rollout = Rollout(algo.n_steps, config.env.num_envs, self.envs.observation_shape, obs_dtype,
-                                   self.device)
+                                   self.device, self.model.kept_shapes if self._replay else (),
+                                   torch.bfloat16 if self.precision == "bf16" else torch.float32)
+            if self._replay:
+                batch = algo.n_steps * config.env.num_envs
+                self._losses_fn = replayed_losses([k.reshape(batch, *k.shape[2:]) for k in self.rollout.kept])
             # Observations reach the GPU from pinned memory, asynchronously. One buffer is enough:
             # each copy out of it is finished before it is filled again (acting reads the actions
             # back after the forward that follows the copy; the update reads its numbers).
@@ -401,7 +415,8 @@ class Trainer:
         rollout = self.rollout
         obs_t = rollout.obs[t, part]
         obs_t.copy_(self._host_obs(part), non_blocking=True)
-        policy = act(self.model, obs_t, step=self._policy_step)
+        keep = [kept[t, part] for kept in rollout.kept] if rollout.kept else None
+        policy = act(self.model, obs_t, step=self._policy_step, keep=keep)
         rollout.actions[t, part].copy_(policy.action_tensor)
         rollout.values[t, part].copy_(policy.values)
         self._acting += time.perf_counter() - started  # on a GPU this includes the actions' sync (.cpu())
