@@ -161,18 +161,22 @@ def test_truncation_bootstraps_from_final_obs_in_collect(tmp_path):
     assert targets[:, 1].tolist() == pytest.approx([1.5, 3.0, 2.0, 4.0])
 
 
-def test_image_rollout_is_stored_channels_last_and_flattens_without_a_copy():
-    """The model's convolutions run channels-last; the rollout keeps frames in that layout so
-    neither acting (one row) nor the update (all rows) converts them again."""
+def test_image_rollout_is_stored_as_the_env_gives_it_and_kept_activations_channels_last():
+    """Frames are copied in as the env gives them (C, H, W; no transposing copy), and the
+    update reads all rows without a copy; the convolutions' kept outputs are channels-last, the
+    layout the model's convolutions produce."""
     from a2c_tui.learn.rollout import Rollout
 
-    rollout = Rollout(5, 3, (4, 84, 84), torch.uint8, torch.device("cpu"))
+    rollout = Rollout(5, 3, (4, 84, 84), torch.uint8, torch.device("cpu"), ((32, 20, 20), (64, 9, 9)))
     frames = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
     rollout.obs[2].copy_(frames)
     flat = rollout.obs.reshape(15, 4, 84, 84)
-    assert flat.data_ptr() == rollout.obs.data_ptr()
-    assert flat.is_contiguous(memory_format=torch.channels_last)
-    assert rollout.obs[0].is_contiguous(memory_format=torch.channels_last)
-    assert torch.equal(flat[6:9], frames)  # same values, only the layout differs
+    assert flat.data_ptr() == rollout.obs.data_ptr() and flat.is_contiguous()
+    assert torch.equal(flat[6:9], frames)
+    assert [tuple(k.shape) for k in rollout.kept] == [(5, 3, 32, 20, 20), (5, 3, 64, 9, 9)]
+    for kept in rollout.kept:
+        assert kept[1].is_contiguous(memory_format=torch.channels_last)
+        flat = kept.reshape(15, *kept.shape[2:])
+        assert flat.data_ptr() == kept.data_ptr() and flat.is_contiguous(memory_format=torch.channels_last)
     vectors = Rollout(5, 3, (4,), torch.float32, torch.device("cpu"))
     assert vectors.obs.is_contiguous()

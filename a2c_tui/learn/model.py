@@ -161,8 +161,10 @@ class ActorCritic(nn.Module):
 
     def _input(self, obs: torch.Tensor) -> torch.Tensor:
         if self.is_image:
-            # 0..255 are exact in bfloat16; PixelConv scales
-            return obs.contiguous(memory_format=torch.channels_last).to(torch.bfloat16 if self.bf16 else torch.float32)
+            # 0..255 are exact in bfloat16; PixelConv scales. The frames stay (C, H, W) as the env
+            # gives them: the first convolution (channels-last weights, so channels-last output)
+            # runs as fast on them, and making them channels-last first costs a transposing copy.
+            return obs.to(torch.bfloat16 if self.bf16 else torch.float32)
         return obs.float()
 
     def _heads(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,13 +15,8 @@ class Rollout:
         """`kept_shapes`: (C, H, W) of the activations acting keeps for the update (ActorCritic.replay)."""
         self.n_steps, self.num_envs = n_steps, num_envs
         pin = device.type == "cuda"
-        if len(obs_shape) == 3:
-            # Images are stored channels-last (each (C, H, W) laid out H, W, C), the layout the
-            # model's convolutions use: copying the env's frames in transposes them once, and
-            # neither acting nor the update has to convert them again.
-            self.obs = _channels_last((n_steps, num_envs), obs_shape, obs_dtype, device)
-        else:
-            self.obs = torch.zeros((n_steps, num_envs, *obs_shape), dtype=obs_dtype, device=device)
+        # Images as the env gives them, (C, H, W): the first convolution reads them so (model.py)
+        self.obs = torch.zeros((n_steps, num_envs, *obs_shape), dtype=obs_dtype, device=device)
         # (T, N, C, H, W) each, channels-last like the convolutions' outputs
         self.kept = [_channels_last((n_steps, num_envs), shape, kept_dtype, device) for shape in kept_shapes]
         # Rewards and dones arrive from the env as numpy; keep them on the host until the update.
