@@ -55,8 +55,8 @@ def test_replay_on_stale_activations_is_not_the_forward():
     model = ActorCritic((4, 84, 84), 6)
     obs = torch.randint(0, 256, (4, 4, 84, 84), dtype=torch.uint8)
     kept = [torch.zeros(4, *shape).contiguous(memory_format=torch.channels_last) for shape in model.kept_shapes]
-    model(obs, kept)
     with torch.no_grad():
+        model(obs, kept)
         model.torso[0][2].weight.mul_(1.5)
     assert not torch.equal(model.replay(obs, kept)[1], model(obs)[1])
 

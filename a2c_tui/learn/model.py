@@ -126,8 +126,8 @@ class ActorCritic(nn.Module):
 
     def forward(self, obs: torch.Tensor, keep: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """obs (B, *obs_shape), uint8 images or float vectors -> logits (B, A), values (B,).
-        `keep` (images): one tensor per convolution, (B, *kept_shapes[i]), that receives its
-        output after the ReLU, for `replay`."""
+        `keep` (images): one tensor per convolution, (B, *kept_shapes[i]), channels-last, that
+        receives its output after the ReLU, for `replay` (acting: without autograd)."""
         x = self._input(obs)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             if keep is None:
@@ -136,9 +136,8 @@ class ActorCritic(nn.Module):
                 convs, linear, relu = self.torso
                 slots = iter(keep)
                 for layer in convs:
-                    x = layer(x)
-                    if isinstance(layer, nn.ReLU):
-                        next(slots).copy_(x)
+                    # each ReLU writes its output straight into its slot (ATen's relu is clamp_min(x, 0))
+                    x = torch.clamp_min(x, 0, out=next(slots)) if isinstance(layer, nn.ReLU) else layer(x)
                 features = relu(linear(x))
         return self._heads(features)
 
