@@ -24,9 +24,10 @@ import numpy as np
 import torch
 
 from a2c_tui import config as cfg
-from a2c_tui.learn.a2c import make_optimizer, update
+from a2c_tui.learn.a2c import make_optimizer, replayed_losses, update
 from a2c_tui.learn.envs import make_envs
 from a2c_tui.learn.model import ActorCritic, act
+from a2c_tui.learn.rollout import Rollout
 from a2c_tui.run.trainer import Trainer, choose_threads, resolve_device
 
 
@@ -80,20 +81,23 @@ def bench_env_only(config: cfg.Config, seconds: float) -> float:
 
 
 def bench_network_only(config: cfg.Config, seconds: float, device: torch.device) -> float:
-    """n_steps forward passes of num_envs observations, then one update on the whole batch."""
+    """n_steps forward passes of num_envs observations, then one update on the whole batch, as
+    the trainer does them (the convolutions' outputs kept while acting and replayed)."""
     n, t = config.env.num_envs, config.algo.n_steps
     model = ActorCritic((4, 84, 84), 6).to(device)
     algo = config.algo
     optimizer = make_optimizer(algo.optimizer, model.parameters(), algo.lr, algo.rms_alpha, algo.rms_eps)
-    obs = torch.randint(0, 255, (t, n, 4, 84, 84), dtype=torch.uint8, device=device)
+    rollout = Rollout(t, n, (4, 84, 84), torch.uint8, device, model.kept_shapes)
+    rollout.obs.copy_(torch.randint(0, 255, rollout.obs.shape, dtype=torch.uint8))
     actions = torch.randint(0, 6, (t * n,), device=device)
     targets = torch.randn(t * n, device=device)
+    losses = replayed_losses([k.reshape(t * n, *k.shape[2:]) for k in rollout.kept])
 
     def one_update():
         for i in range(t):
-            act(model, obs[i])
-        update(model, optimizer, obs.reshape(t * n, 4, 84, 84), actions, targets, 1e-5, algo.value_coef,
-               algo.entropy_coef, algo.max_grad_norm)
+            act(model, rollout.obs[i], keep=[k[i] for k in rollout.kept])
+        update(model, optimizer, rollout.obs.reshape(t * n, 4, 84, 84), actions, targets, 1e-5, algo.value_coef,
+               algo.entropy_coef, algo.max_grad_norm, losses_fn=losses)
 
     return timed(one_update, t * n, seconds, warmup=5)
 
