@@ -29,9 +29,11 @@ from a2c_tui.run.record import AtariGame
 from a2c_tui.run.trainer import config_from_payload
 
 
-def notebook_way(config: cfg.Config, weights, games: int, seed: int = 7) -> tuple[float, list[float]]:
+def notebook_way(config: cfg.Config, weights, games: int, seed: int = 7) -> tuple[float, list[float], float]:
     """One gymnasium Atari env with gymnasium's own DeepMind wrappers (what the course
-    notebook's atari_wrappers do), whole games one after another, a batch of one per step."""
+    notebook's atari_wrappers do), whole games one after another, a batch of one per step.
+    Returns games/s, the scores and agent steps/s (the games' lengths differ from round to round
+    and from the evaluation's: steps/s compares the two sides at equal game lengths)."""
     import ale_py
     import gymnasium as gym
     from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
@@ -46,19 +48,22 @@ def notebook_way(config: cfg.Config, weights, games: int, seed: int = 7) -> tupl
                                                    terminal_on_life_loss=False, grayscale_obs=True), 4)
     model = ActorCritic((4, 84, 84), int(env.action_space.n))
     model.load_state_dict(weights)
-    scores = []
+    scores, steps = [], 0
+    generator = torch.Generator().manual_seed(seed)  # every round plays the same games
     start = time.perf_counter()
     for game in range(games):
         obs, _ = env.reset(seed=seed + game)
         score, over = 0.0, False
         while not over:
-            action = int(act(model, torch.from_numpy(np.asarray(obs))[None]).actions[0])
+            action = int(act(model, torch.from_numpy(np.asarray(obs))[None], generator=generator).actions[0])
             obs, reward, terminated, truncated, _ = env.step(action)
             score += float(reward)
+            steps += 1
             over = terminated or truncated
         scores.append(score)
     env.close()
-    return games / (time.perf_counter() - start), scores
+    elapsed = time.perf_counter() - start
+    return games / elapsed, scores, steps / elapsed
 
 
 def one_env_at_a_time(config: cfg.Config, weights, games: int, seed: int = 7) -> tuple[float, list[float]]:
@@ -103,36 +108,42 @@ def main() -> int:
     # An evaluation on its own uses every core for the emulators, whatever the run trained with.
     config = config.replace(**{"env.num_threads": args.env_threads})
 
-    def parallel_speed() -> tuple[float, dict]:
+    def parallel_speed() -> tuple[float, dict, float]:
+        """games/s, the result, agent steps/s of the counted games (the uncounted tail is time spent)"""
         start = time.perf_counter()
         result = evaluate(config, weights, episodes=args.episodes, num_envs=args.envs)
-        return args.episodes / (time.perf_counter() - start), result
+        elapsed = time.perf_counter() - start
+        return args.episodes / elapsed, result, args.episodes * result["mean_length"] / elapsed
 
     # Rounds alternate the order (ours, one env; one env, ours; ...): a shared machine's speed
     # drifts from minute to minute, and a round's ratio compares neighbouring minutes.
     rounds = []
     for i in range(args.rounds):
         if i % 2 == 0:
-            (parallel, result), (serial, scores) = parallel_speed(), notebook_way(config, weights, args.baseline_games)
+            (parallel, result, parallel_steps) = parallel_speed()
+            (serial, scores, serial_steps) = notebook_way(config, weights, args.baseline_games)
         else:
-            (serial, scores), (parallel, result) = notebook_way(config, weights, args.baseline_games), parallel_speed()
-        rounds.append((parallel, serial))
-        print(f"round {i + 1}: parallel evaluation ({args.envs} envs) {parallel:.3f} games/s (mean score "
-              f"{result['mean']:.1f}, mean length {result['mean_length']:.0f}); one env at a time, gymnasium "
-              f"wrappers (the notebook's way) {serial:.3f} games/s (mean score {np.mean(scores):.1f}); "
-              f"ratio {parallel / serial:.2f}x", flush=True)
-    parallel = statistics.median(p for p, _ in rounds)
-    serial = statistics.median(s for _, s in rounds)
-    ratio = statistics.median(p / s for p, s in rounds)
-    print(f"median: {parallel:.3f} vs {serial:.3f} games/s; speed-up {ratio:.2f}x (median of the rounds' ratios)",
-          flush=True)
+            (serial, scores, serial_steps) = notebook_way(config, weights, args.baseline_games)
+            (parallel, result, parallel_steps) = parallel_speed()
+        rounds.append((parallel, serial, parallel_steps, serial_steps))
+        print(f"round {i + 1}: parallel evaluation ({args.envs} envs) {parallel:.3f} games/s, {parallel_steps:.0f} "
+              f"steps/s (mean score {result['mean']:.1f}, mean length {result['mean_length']:.0f}); one env at a "
+              f"time, gymnasium wrappers (the notebook's way) {serial:.3f} games/s, {serial_steps:.0f} steps/s "
+              f"(mean score {np.mean(scores):.1f}, mean length {serial_steps / serial:.0f}); ratio {parallel / serial:.2f}x "
+              f"by games, {parallel_steps / serial_steps:.2f}x by agent steps", flush=True)
+    parallel = statistics.median(r[0] for r in rounds)
+    serial = statistics.median(r[1] for r in rounds)
+    ratio = statistics.median(r[0] / r[1] for r in rounds)
+    step_ratio = statistics.median(r[2] / r[3] for r in rounds)
+    print(f"median: {parallel:.3f} vs {serial:.3f} games/s; speed-up {ratio:.2f}x by games, {step_ratio:.2f}x by agent "
+          f"steps (medians of the rounds' ratios)", flush=True)
     fast_serial, fast_scores = one_env_at_a_time(config, weights, args.baseline_games)
     print(f"one env at a time, a2c-tui's single-game env: {fast_serial:.3f} games/s, "
           f"mean score {np.mean(fast_scores):.1f}; speed-up {parallel / fast_serial:.2f}x", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"parallel_games_per_s": parallel, "notebook_games_per_s": serial,
-                       "ratio_vs_notebook": ratio, "rounds": rounds, "single_env_games_per_s": fast_serial,
+                       "ratio_vs_notebook": ratio, "step_ratio_vs_notebook": step_ratio, "rounds": rounds, "single_env_games_per_s": fast_serial,
                        "ratio_vs_single_env": parallel / fast_serial, "envs": args.envs, "episodes": args.episodes,
                        "parallel_mean": result["mean"], "notebook_mean": float(np.mean(scores)),
                        "single_env_mean": float(np.mean(fast_scores)), "checkpoint": args.checkpoint}, f, indent=1)
