@@ -99,7 +99,7 @@ def env_groups(config: Config, device: torch.device, cores: int) -> int:
 def replays(model: ActorCritic, compile_parts: str) -> bool:
     """Whether acting keeps the convolutions' outputs and the update replays them instead of
     running the network forward on the batch again (ActorCritic.replay: same gradients, bit
-    for bit on the CPU; BENCHMARKS.md: ~7 % faster training on 2 cores). Images only, and not
+    for bit on the CPU; BENCHMARKS.md: ~10 % faster training on 2 cores). Images only, and not
     with run.compile, whose compiled functions run the whole network."""
     return model.is_image and compile_parts == "off"
 
