@@ -92,3 +92,19 @@ def test_replay_is_used_for_images_without_compile():
     assert not trainer_module.replays(ActorCritic((4, 84, 84), 6), "all")
     assert not trainer_module.replays(ActorCritic((4, 84, 84), 6), "act")
     assert not trainer_module.replays(ActorCritic((4,), 2), "off")
+
+
+def test_a_kept_output_overwritten_before_the_backward_is_an_error():
+    """Acting for the next rollout before the update's backward would overwrite what the graph
+    was built on: autograd says so instead of computing other gradients."""
+    torch.manual_seed(2)
+    model = ActorCritic((4, 84, 84), 6)
+    obs = torch.randint(0, 256, (4, 4, 84, 84), dtype=torch.uint8)
+    kept = [torch.zeros(4, *shape).contiguous(memory_format=torch.channels_last) for shape in model.kept_shapes]
+    with torch.inference_mode():
+        model(obs, kept)
+    logits, values = model.replay(obs, kept)
+    with torch.inference_mode():
+        model(obs.flip(0), kept)  # the next acting step writes the same slots
+    with pytest.raises(RuntimeError, match="modified"):
+        values.sum().backward()

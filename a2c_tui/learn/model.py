@@ -36,16 +36,18 @@ class _ReplayConvReLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, out, stride):
-        ctx.x, ctx.out, ctx.stride = x, out, stride  # kept tensors, not saved: the rollout owns them
-        ctx.save_for_backward(weight)
+        # saved, not just kept: a kept tensor overwritten before the backward (the next rollout
+        # acting first) is then an error instead of wrong gradients
+        ctx.save_for_backward(x, weight, out)
+        ctx.stride = stride
         return out.view_as(out)
 
     @staticmethod
     def backward(ctx, grad):
-        (weight,) = ctx.saved_tensors
-        grad = torch.ops.aten.threshold_backward(grad, ctx.out, 0)
+        x, weight, out = ctx.saved_tensors
+        grad = torch.ops.aten.threshold_backward(grad, out, 0)
         grad_x, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
-            grad, ctx.x, weight, [weight.shape[0]], list(ctx.stride), [0, 0], [1, 1], False, [0, 0], 1,
+            grad, x, weight, [weight.shape[0]], list(ctx.stride), [0, 0], [1, 1], False, [0, 0], 1,
             [ctx.needs_input_grad[0], True, True])
         return grad_x, grad_weight, grad_bias, None, None
 
