@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from a2c_tui import config as cfg
-from a2c_tui.learn.a2c import make_optimizer, match_layouts, update
+from a2c_tui.learn.a2c import make_optimizer, match_layouts, replayed_losses, update
 from a2c_tui.learn.model import ActorCritic
-from a2c_tui.learn.rollout import value_targets
+from a2c_tui.learn.rollout import Rollout, value_targets
 
 # SB3's CnnPolicy (shared NatureCNN) -> ActorCritic
 NAMES = {"features_extractor.cnn.0": "torso.0.0", "features_extractor.cnn.2": "torso.0.2",
@@ -129,20 +129,37 @@ def main(argv: list[str] | None = None) -> int:
         dones = torch.cat([before["starts"][1:], before["last_dones"][None]]).float()
         targets, _ = value_targets(before["rewards"].float(), dones, before["values"].float(),
                                    before["last_values"].float(), algo.gamma, algo.gae_lambda)
-        model = ActorCritic((4, 84, 84), env.action_space.n)
-        model.load_state_dict(ours_from_sb3(before["weights"]))
-        optimizer = make_optimizer(algo.optimizer, model.parameters(), algo.lr, algo.rms_alpha, algo.rms_eps)
-        squares = ours_from_sb3(before["squares"])  # RMSpropTFLike's running squares
-        for name, p in model.named_parameters():
-            if name in squares:
-                optimizer.state[p]["square_avg"] = squares[name].clone()
-        match_layouts(optimizer)  # as a resume does: SB3's are contiguous
+        def fresh() -> tuple[ActorCritic, torch.optim.Optimizer]:
+            model = ActorCritic((4, 84, 84), env.action_space.n)
+            model.load_state_dict(ours_from_sb3(before["weights"]))
+            optimizer = make_optimizer(algo.optimizer, model.parameters(), algo.lr, algo.rms_alpha, algo.rms_eps)
+            squares = ours_from_sb3(before["squares"])  # RMSpropTFLike's running squares
+            for name, p in model.named_parameters():
+                if name in squares:
+                    optimizer.state[p]["square_avg"] = squares[name].clone()
+            match_layouts(optimizer)  # as a resume does: SB3's are contiguous
+            return model, optimizer
 
         # SB3 flattens its (steps, envs) buffer env-major; the same order keeps the means' sums alike.
         def flat(x):
             return x.transpose(0, 1).reshape(-1, *x.shape[2:])
-        stats = update(model, optimizer, flat(before["obs"]), flat(before["actions"]).long().flatten(),
-                       flat(targets), algo.lr, algo.value_coef, algo.entropy_coef, algo.max_grad_norm)
+        batch = (flat(before["obs"]), flat(before["actions"]).long().flatten(), flat(targets), algo.lr,
+                 algo.value_coef, algo.entropy_coef, algo.max_grad_norm)
+        model, optimizer = fresh()
+        stats = update(model, optimizer, *batch)
+        # The trainer's path: acting (one forward per step) keeps the convolutions' outputs, and
+        # the update replays them (ActorCritic.replay); it must take the same step.
+        replayed, replay_optimizer = fresh()
+        steps, envs = before["obs"].shape[:2]
+        kept = Rollout(steps, envs, (4, 84, 84), torch.uint8, torch.device("cpu"), replayed.kept_shapes).kept
+        with torch.inference_mode():
+            for t in range(steps):
+                replayed(before["obs"][t], [k[t] for k in kept])
+        replay_stats = update(replayed, replay_optimizer, *batch,
+                              losses_fn=replayed_losses([flat(k).contiguous(memory_format=torch.channels_last)
+                                                         for k in kept]))
+        same = (json.dumps(replay_stats) == json.dumps(stats) and all(torch.equal(p, q) for p, q in zip(model.parameters(), replayed.parameters()))
+                and all(torch.equal(p.grad, q.grad) for p, q in zip(model.parameters(), replayed.parameters())))
         ours_after = ours_from_sb3({k: v for k, v in after["weights"].items()})
         ours_grads = ours_from_sb3(after["grads"])
         weights = [differences(p.detach(), ours_after[name]) for name, p in model.named_parameters()]
@@ -158,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             clipped=norms[i] > algo.max_grad_norm,
             gradient=max(g[0] for g in grads), gradient_relative=max(g[1] for g in grads),
             weights=max(w[0] for w in weights), weights_relative=max(w[1] for w in weights),
+            replay_identical=same,
         )
         row["value_targets"], row["value_targets_relative"] = row["value_targets"]
         rows.append(row)
@@ -165,13 +183,17 @@ def main(argv: list[str] | None = None) -> int:
               f"value loss {row['value_loss']:.1e}, entropy {row['entropy']:.1e}, "
               f"grad norm {row['sb3_grad_norm']:.3f} ({row['grad_norm']:.1e} relative"
               f"{', clipped' if row['clipped'] else ''}), clipped gradient {row['gradient']:.1e} "
-              f"({row['gradient_relative']:.1e} relative), weights after the step {row['weights']:.1e}")
-    worst = {key: max(r[key] for r in rows) for key in rows[0] if key not in ("update", "sb3_grad_norm", "clipped")}
+              f"({row['gradient_relative']:.1e} relative), weights after the step {row['weights']:.1e}; "
+              f"the replayed update {'identical to the bit' if same else 'DIFFERENT'}")
+    skip = ("update", "sb3_grad_norm", "clipped", "replay_identical")
+    worst = {key: max(r[key] for r in rows) for key in rows[0] if key not in skip}
     print("worst:", ", ".join(f"{k} {v:.1e}" for k, v in worst.items()))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(torch=torch.__version__, threads=torch.get_num_threads(), rows=rows, worst=worst), f, indent=1)
     failed = [k for k in ("policy_loss", "value_loss", "entropy", "gradient", "weights") if worst[k] > args.tolerance]
+    if not all(r["replay_identical"] for r in rows):
+        failed.append("the replayed update (the trainer's) is not the forward's")
     if failed:
         print(f"above the tolerance {args.tolerance}: {', '.join(failed)}")
     return 1 if failed else 0
