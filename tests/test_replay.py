@@ -49,12 +49,18 @@ def test_replay_gives_the_gradients_of_a_forward_on_the_batch(bf16):
     assert all(g.abs().sum() > 0 for g in replayed)  # every layer is reached (conv1's weight included)
 
 
-def test_replay_on_stale_activations_is_not_the_forward():
-    """The check above can fail: activations kept before a weight change give other gradients."""
-    torch.manual_seed(1)
+def small_setup(seed: int) -> tuple[ActorCritic, torch.Tensor, list[torch.Tensor]]:
+    """A model, 4 random frames and empty slots for its kept outputs."""
+    torch.manual_seed(seed)
     model = ActorCritic((4, 84, 84), 6)
     obs = torch.randint(0, 256, (4, 4, 84, 84), dtype=torch.uint8)
     kept = [torch.zeros(4, *shape).contiguous(memory_format=torch.channels_last) for shape in model.kept_shapes]
+    return model, obs, kept
+
+
+def test_replay_on_stale_activations_is_not_the_forward():
+    """The check above can fail: activations kept before a weight change give other gradients."""
+    model, obs, kept = small_setup(seed=1)
     with torch.no_grad():
         model(obs, kept)
         model.torso[0][2].weight.mul_(1.5)
@@ -97,10 +103,7 @@ def test_replay_is_used_for_images_without_compile():
 def test_a_kept_output_overwritten_before_the_backward_is_an_error():
     """Acting for the next rollout before the update's backward would overwrite what the graph
     was built on: autograd says so instead of computing other gradients."""
-    torch.manual_seed(2)
-    model = ActorCritic((4, 84, 84), 6)
-    obs = torch.randint(0, 256, (4, 4, 84, 84), dtype=torch.uint8)
-    kept = [torch.zeros(4, *shape).contiguous(memory_format=torch.channels_last) for shape in model.kept_shapes]
+    model, obs, kept = small_setup(seed=2)
     with torch.inference_mode():
         model(obs, kept)
     logits, values = model.replay(obs, kept)
