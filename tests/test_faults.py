@@ -26,7 +26,7 @@ import torch
 
 from a2c_tui.run import checkpoints as ckpt
 from a2c_tui import config as cfg
-from a2c_tui.learn.a2c import scheduled_lr
+from a2c_tui.learn.a2c import NonFiniteError, WeightCheck, scheduled_lr
 from a2c_tui.run.evaluate import Cancelled
 from a2c_tui.run.handle import LocalHandle
 from a2c_tui.run.trainer import Event, State, Trainer, resolve_resume
@@ -817,16 +817,38 @@ def _finite(path: Path) -> bool:
     return all(torch.isfinite(v).all() for v in ckpt.load(path)["model"].values())
 
 
-def test_an_optimizer_step_that_breaks_the_weights_pauses_and_nothing_non_finite_is_saved(tmp_path):
+@pytest.mark.parametrize("check", ["at once", "at the checkpoint after", "at the next actions"])
+def test_an_optimizer_step_that_breaks_the_weights_pauses_and_nothing_non_finite_is_saved(tmp_path, check):
     """Adam with an eps that is 0 in float32 (the config refuses one now; an old checkpoint
-    could bring it): 0/0 gives NaN weights from a finite loss and gradient."""
-    config = small_config(tmp_path, **{"algo.optimizer": "adam", "run.checkpoint_every": 10})
+    could bring it): 0/0 gives NaN weights from a finite loss and gradient. On the CPU the
+    update checks the weights at once; on CUDA (forced here) the check is read later, before a
+    checkpoint is written or else at the next rollout's first actions: the same pause either way."""
+    every = 10_000 if check == "at the next actions" else 10
+    config = small_config(tmp_path, **{"algo.optimizer": "adam", "run.checkpoint_every": every})
     trainer = Trainer(config, tensorboard=False)
+    if check != "at once":
+        trainer._weight_check = WeightCheck(torch.device("cpu"))
     for group in trainer.optimizer.param_groups:
         group["eps"] = 0.0
+    found_by = []
+    if check != "at once":
+        settle = trainer._weight_check.settle
+
+        def spied() -> None:
+            try:
+                settle()
+            except NonFiniteError:
+                found_by.append(sys._getframe(1).f_code.co_name if check == "at the next actions"
+                                else sys._getframe(2).f_code.co_name)
+                raise
+        trainer._weight_check.settle = spied
     events = Events()
     trainer.subscribe(events)
     assert trainer.run() == State.ERROR
+    # the first step broke the weights, and nothing trained on them (read later, that update is counted)
+    assert trainer.updates == (0 if check == "at once" else 1)
+    assert found_by == {"at once": [], "at the checkpoint after": ["_save_checkpoint"],
+                        "at the next actions": ["_act"]}[check]
     assert all(_finite(path) for path in trainer.run_dir.glob("*.pt"))
     errors = events.errors()
     assert "optimizer step gave weights with a non-finite norm" in errors[0].text, [e.text for e in errors]

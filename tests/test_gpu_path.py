@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from a2c_tui.learn.a2c import forward_losses, make_optimizer, update
+from a2c_tui.learn.a2c import NonFiniteError, WeightCheck, forward_losses, make_optimizer, update
 from a2c_tui.config import ConfigError, resume_overrides
 from a2c_tui.learn.envs import EnvGroups
 from a2c_tui.learn.model import ActorCritic, act, policy_step
@@ -167,3 +167,29 @@ def test_the_gpu_switches_may_change_on_resume():
     """They say how a run uses the machine, not what it learns: a run moved to a GPU box takes them."""
     assert resume_overrides(["env.overlap=on", "run.tf32=off", "run.compile=act"]) == {
         "env.overlap": "on", "run.tf32": "off", "run.compile": "act"}
+
+
+
+def test_a_weight_check_read_later_says_what_the_step_did():
+    """WeightCheck (the trainer's on CUDA; forced here): update() queues the weights' norm,
+    settle() reads it once and raises if the step made them non-finite."""
+    torch.manual_seed(0)
+    model = ActorCritic((4, 84, 84), 6)
+    obs = torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    actions, targets = torch.arange(8) % 6, torch.linspace(-1, 1, 8)
+    check = WeightCheck(CPU)
+    optimizer = make_optimizer("rmsprop_tf", model.parameters(), 7e-4, 0.99, 1e-5)
+    update(model, optimizer, obs, actions, targets, 7e-4, 0.5, 0.01, 0.5, weight_check=check)
+    assert check.pending
+    check.settle()  # finite weights: nothing to say
+    assert not check.pending
+
+    # Adam with eps 0: 0/0 where a gradient is 0 (the first convolution's, on black frames)
+    optimizer = make_optimizer("adam", model.parameters(), 7e-4, 0.99, 0.0)
+    update(model, optimizer, torch.zeros_like(obs), actions, targets, 7e-4, 0.5, 0.01, 0.5, weight_check=check)
+    assert check.pending  # the loss and gradient were finite: the step was taken
+    assert not all(torch.isfinite(p).all() for p in model.parameters())
+    with pytest.raises(NonFiniteError, match="non-finite norm"):
+        check.settle()
+    assert not check.pending  # said once
+    check.settle()

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from a2c_tui.learn.a2c import a2c_loss, r_squared, update
+from a2c_tui.learn.a2c import WeightCheck, a2c_loss, r_squared, update
 from a2c_tui.learn.model import ActorCritic
 
 
@@ -145,9 +145,10 @@ class HostReads(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def test_update_reads_the_device_twice_with_the_same_stats():
+def test_update_reads_the_device_twice_or_once_with_the_same_stats():
     """One read before the step (every stat and the finiteness check), one after (the weights'
-    norm): on a GPU each read is a sync. The numbers are those of separate reads."""
+    norm) unless a WeightCheck reads it later: on a GPU each read is a sync. The numbers are
+    those of separate reads."""
     torch.manual_seed(0)
     model = ActorCritic((4,), 2)
     obs = torch.randn(8, 4, generator=torch.Generator().manual_seed(5))
@@ -171,3 +172,11 @@ def test_update_reads_the_device_twice_with_the_same_stats():
                        value_coef=0.5, entropy_coef=0.01, max_grad_norm=0.5)
     assert len(counter.reads) == 2, counter.reads
     assert {k: stats[k] for k in expected} == expected  # bit for bit
+
+    # The trainer on CUDA: the weights' check is read later (WeightCheck), so once per update
+    model.zero_grad(set_to_none=True)
+    check = WeightCheck(torch.device("cpu"))
+    with HostReads() as counter:
+        update(model, torch.optim.SGD(model.parameters(), lr=1e-3), obs, actions, targets, lr=1e-3,
+               value_coef=0.5, entropy_coef=0.01, max_grad_norm=0.5, weight_check=check)
+    assert counter.reads == ["tolist"] and check.pending

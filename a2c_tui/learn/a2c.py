@@ -138,19 +138,58 @@ class NonFiniteError(RuntimeError):
     optimizer step made the weights so (checkpoints.save_refusal then keeps them off disk)."""
 
 
+class WeightCheck:
+    """Whether an optimizer step left the weights finite, read without waiting for the device.
+
+    A finite gradient can still give non-finite weights (Adam with an eps that is 0 in float32:
+    0/0). One fused norm per tensor finds them; it overflows only for weights beyond ~1e19,
+    which overflow the network's outputs anyway. start() queues the norm and its copy to host
+    memory (pinned, non-blocking on CUDA) behind the step; settle() reads it, and raises
+    NonFiniteError if it is not finite. Settled after the device has caught up (the next
+    actions' read), it costs no wait: an update then reads the device once."""
+
+    def __init__(self, device: torch.device):
+        cuda = device.type == "cuda"
+        self._host = torch.zeros((), dtype=torch.float32, pin_memory=cuda)
+        self._copied = torch.cuda.Event() if cuda else None
+        self.pending = False
+
+    def start(self, model: nn.Module) -> None:
+        self.settle()  # the previous step's, if nothing read it yet
+        with torch.no_grad():
+            norm = torch.stack(torch._foreach_norm(list(model.parameters()))).sum()
+            self._host.copy_(norm, non_blocking=True)
+        if self._copied is not None:
+            self._copied.record()
+        self.pending = True
+
+    def settle(self) -> None:
+        if not self.pending:
+            return
+        self.pending = False
+        if self._copied is not None:
+            self._copied.synchronize()
+        norm = float(self._host)
+        if not math.isfinite(norm):
+            raise NonFiniteError(f"the optimizer step gave weights with a non-finite norm ({norm}) from a finite "
+                                 f"loss and gradient; they are never saved")
+
+
 def update(model: nn.Module, optimizer: torch.optim.Optimizer, obs: torch.Tensor, actions: torch.Tensor,
            value_targets: torch.Tensor, lr: float, value_coef: float, entropy_coef: float,
            max_grad_norm: float,
            average_gradients: Callable[[list[nn.Parameter], torch.Tensor], None] | None = None,
-           losses_fn: Callable[..., tuple[Losses, torch.Tensor]] = forward_losses) -> dict[str, float]:
+           losses_fn: Callable[..., tuple[Losses, torch.Tensor]] = forward_losses,
+           weight_check: WeightCheck | None = None) -> dict[str, float]:
     """One gradient step on a flattened batch. Raises NonFiniteError if the loss or the
     gradient norm is not finite (weights untouched) or the step left the weights non-finite.
     `average_gradients(parameters, loss)` (several ranks) makes the gradients the mean of every rank's.
     `losses_fn`: forward_losses, a compiled copy of it, or replayed_losses(...).
 
-    On a GPU every number read on the host waits for the device: the update reads its
-    numbers twice, all of them before the step (the finiteness check must come before it)
-    and the weights' norm after it."""
+    On a GPU every number read on the host waits for the device. The update reads its numbers
+    once, before the step (the finiteness check must come before it). The weights after the
+    step are checked by a second read, or, with `weight_check`, later: weight_check.settle()
+    then raises the NonFiniteError, at a point where the caller waits for the device anyway."""
     losses, values = losses_fn(model, obs, actions, value_targets, value_coef, entropy_coef)
     optimizer.zero_grad(set_to_none=True)
     losses.total.backward()
@@ -174,14 +213,12 @@ def update(model: nn.Module, optimizer: torch.optim.Optimizer, obs: torch.Tensor
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.step()
-    with torch.no_grad():
-        # A finite gradient can still give non-finite weights (Adam with an eps that is 0 in
-        # float32: 0/0). One fused norm per tensor finds them; it overflows only for weights
-        # beyond ~1e19, which overflow the network's outputs anyway.
-        weight_norms = float(torch.stack(torch._foreach_norm(list(model.parameters()))).sum())
-    if not math.isfinite(weight_norms):
-        raise NonFiniteError(f"the optimizer step gave weights with a non-finite norm ({weight_norms}) from a finite "
-                             f"loss and gradient; they are never saved")
+    if weight_check is None:
+        weight_check = WeightCheck(torch.device("cpu"))
+        weight_check.start(model)
+        weight_check.settle()
+    else:
+        weight_check.start(model)
     stats = dict(zip(names, numbers))
     stats.update(loss=total, grad_norm=grad_norm, r2=r2 if ss_tot > 0 else math.nan, lr=lr)
     return stats

@@ -28,8 +28,8 @@ import torch
 from a2c_tui import files
 from a2c_tui.config import LIVE_KEYS, Config, ConfigError, check_resume_overrides, check_value, from_dict, to_toml
 from a2c_tui.learn import distributed
-from a2c_tui.learn.a2c import (NonFiniteError, forward_losses, make_optimizer, match_layouts, replayed_losses,
-                                scheduled_lr, update)
+from a2c_tui.learn.a2c import (NonFiniteError, WeightCheck, forward_losses, make_optimizer, match_layouts,
+                                replayed_losses, scheduled_lr, update)
 from a2c_tui.learn.envs import EnvGroups, Step, StepLater, is_atari, make_envs
 from a2c_tui.learn.model import ActorCritic, act, policy_step, resolve_precision
 from a2c_tui.learn.rollout import Rollout, value_targets
@@ -257,6 +257,9 @@ class Trainer:
             pin = self.device.type == "cuda"
             self._staging = torch.empty((config.env.num_envs, *self.envs.observation_shape), dtype=obs_dtype,
                                         pin_memory=True) if pin else None
+            # On CUDA the weights after a step are checked at the next read the loop makes anyway
+            # (the next actions, a checkpoint, an evaluation, a command): one read per update.
+            self._weight_check = WeightCheck(self.device) if pin else None
             self.obs = self.envs.reset()
             self.metrics = MetricsSink(self.run_dir, tensorboard=tensorboard) if self.is_rank0 else NO_METRICS
         except BaseException as e:
@@ -417,6 +420,8 @@ class Trainer:
         obs_t.copy_(self._host_obs(part), non_blocking=True)
         keep = [kept[t, part] for kept in rollout.kept] if rollout.kept else None
         policy = act(self.model, obs_t, step=self._policy_step, keep=keep)
+        if self._weight_check is not None:
+            self._weight_check.settle()  # the last step's weights: the actions' read has waited for them
         rollout.actions[t, part].copy_(policy.action_tensor)
         rollout.values[t, part].copy_(policy.values)
         self._acting += time.perf_counter() - started  # on a GPU this includes the actions' sync (.cpu())
@@ -458,7 +463,8 @@ class Trainer:
         stats = update(self.model, self.optimizer, rollout.obs.reshape(batch, *rollout.obs.shape[2:]),
                        rollout.actions.reshape(batch), targets.reshape(batch).clone(), lr,
                        hp["value_coef"], hp["entropy_coef"], hp["max_grad_norm"],
-                       self.group.average_gradients if self.group is not None else None, self._losses_fn)
+                       self.group.average_gradients if self.group is not None else None, self._losses_fn,
+                       self._weight_check)
         self.step += batch * self.world_size  # the step counter and the lr schedule count every rank's envs
         self.updates += 1
         # targets, forward/backward and the optimizer; on a GPU this includes the stats' one sync
@@ -633,6 +639,8 @@ class Trainer:
 
     # ----- evaluations beside training (rank 0) -----------------------------------------
     def _start_evaluation(self) -> None:
+        if not self._weights_checked():
+            return
         running = self.evaluations.job
         if self.evaluations.busy:
             self.evaluations.reset(self.step)
@@ -685,6 +693,19 @@ class Trainer:
             return False
         return saved is not None
 
+    def _weights_checked(self) -> bool:
+        """Settle the last step's weight check (WeightCheck: on CUDA it waits for a read) before
+        the weights leave the training loop; False, and training paused with the reason, if the
+        step made them non-finite."""
+        if self._weight_check is None or not self._weight_check.pending:
+            return True
+        try:
+            self._weight_check.settle()
+        except NonFiniteError as e:
+            self._fail(f"{e}; training paused — load the last good checkpoint, then resume")
+            return False
+        return True
+
     def _fail(self, message: str) -> None:
         with self._lock:
             self._state = State.ERROR
@@ -694,7 +715,7 @@ class Trainer:
     # ----- checkpoints ----------------------------------------------------------------
     def _save_checkpoint(self, reason: str) -> Path | None:
         """Write step_<N>.pt, point latest (and best) at it, prune. Errors are reported, not raised."""
-        if not self.is_rank0:
+        if not self.is_rank0 or not self._weights_checked():
             return None
         path = self.run_dir / f"step_{self.step}.pt"
         try:
@@ -764,6 +785,8 @@ class Trainer:
         return future
 
     def _run_commands(self) -> None:
+        if not self._commands.empty():
+            self._weights_checked()  # a command may read or save the weights
         while True:
             try:
                 fn, future = self._commands.get_nowait()
