@@ -4,7 +4,8 @@ course notebook's way: gymnasium's Atari env and wrappers), with the same weight
 against a2c-tui's own single-game env, which skips gymnasium's Python wrappers.
 
     .venv/bin/python bench/eval_speed.py [--checkpoint RUN/latest.pt] [--episodes 100]
-        [--envs 16] [--env-threads 0] [--baseline-games 10] [--rounds 1] [--json out.json]
+        [--envs 16] [--env-threads 0] [--baseline-games 10] [--rounds 1] [--precision fp32|bf16|auto]
+        [--json out.json]
 
 Without --checkpoint it uses freshly initialised weights (short, random-looking games).
 """
@@ -98,6 +99,8 @@ def main() -> int:
     parser.add_argument("--env-threads", type=int, default=0, help="emulator threads (0: one per core)")
     parser.add_argument("--baseline-games", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds of both (the ratio is their median)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "auto"),
+                        help="the evaluation's run.precision (default: the checkpoint's); the baseline stays fp32")
     parser.add_argument("--json")
     args = parser.parse_args()
 
@@ -111,6 +114,8 @@ def main() -> int:
 
     # An evaluation on its own uses every core for the emulators, whatever the run trained with.
     config = config.replace(**{"env.num_threads": args.env_threads})
+    if args.precision:
+        config = config.replace(**{"run.precision": args.precision})
 
     def parallel_speed() -> tuple[float, dict, float, float]:
         """As notebook_way: games/s, the result, agent steps/s of the counted games (the uncounted
@@ -166,7 +171,8 @@ def main() -> int:
                        "step_ratio_with_making_vs_notebook": made_ratio, "rounds": rounds, "single_env_games_per_s": fast_serial,
                        "ratio_vs_single_env": parallel / fast_serial, "envs": args.envs, "episodes": args.episodes,
                        "parallel_mean": result["mean"], "notebook_mean": float(np.mean(scores)),
-                       "single_env_mean": float(np.mean(fast_scores)), "checkpoint": args.checkpoint}, f, indent=1)
+                       "single_env_mean": float(np.mean(fast_scores)), "checkpoint": args.checkpoint,
+                       "precision": config.run.precision}, f, indent=1)
     return 0
 
 

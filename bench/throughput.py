@@ -26,7 +26,7 @@ import torch
 from a2c_tui import config as cfg
 from a2c_tui.learn.a2c import make_optimizer, replayed_losses, update
 from a2c_tui.learn.envs import make_envs
-from a2c_tui.learn.model import ActorCritic, act
+from a2c_tui.learn.model import ActorCritic, act, resolve_precision
 from a2c_tui.learn.rollout import Rollout
 from a2c_tui.run.trainer import Trainer, choose_threads, resolve_device
 
@@ -84,10 +84,12 @@ def bench_network_only(config: cfg.Config, seconds: float, device: torch.device)
     """n_steps forward passes of num_envs observations, then one update on the whole batch, as
     the trainer does them (the convolutions' outputs kept while acting and replayed)."""
     n, t = config.env.num_envs, config.algo.n_steps
-    model = ActorCritic((4, 84, 84), 6).to(device)
+    bf16 = resolve_precision(config.run.precision, device) == "bf16"
+    model = ActorCritic((4, 84, 84), 6, bf16=bf16).to(device)
     algo = config.algo
     optimizer = make_optimizer(algo.optimizer, model.parameters(), algo.lr, algo.rms_alpha, algo.rms_eps)
-    rollout = Rollout(t, n, (4, 84, 84), torch.uint8, device, model.kept_shapes)
+    rollout = Rollout(t, n, (4, 84, 84), torch.uint8, device, model.kept_shapes,
+                      torch.bfloat16 if bf16 else torch.float32)
     rollout.obs.copy_(torch.randint(0, 255, rollout.obs.shape, dtype=torch.uint8))
     actions = torch.randint(0, 6, (t * n,), device=device)
     targets = torch.randn(t * n, device=device)
@@ -164,7 +166,9 @@ def main() -> int:
         "torch_threads": torch.get_num_threads(),
         "env_threads": config.env.num_threads,
         "num_envs": config.env.num_envs,
+        "precision": resolve_precision(config.run.precision, device),
     }
+    print(f"{results['machine']}, {results['precision']}, {results['torch_threads']} torch threads", flush=True)
     results["env_only"] = bench_env_only(config, args.seconds / 2)
     print(f"env only (random actions): {results['env_only']:,.0f} steps/s", flush=True)
     results["network_only"] = bench_network_only(config, args.seconds / 2, device)
