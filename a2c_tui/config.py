@@ -49,7 +49,7 @@ class RunConfig:
     total_steps: int = 10_000_000
     seed: int = 1
     device: str = "auto"  # "auto" | "cpu" | "cuda"
-    precision: str = "fp32"  # "fp32" | "bf16" | "auto" (bf16 where the device has fast bf16): model.ActorCritic
+    precision: str = "auto"  # "fp32" | "bf16" | "auto" (bf16 for images where bf16 is native): model.resolve_precision
     checkpoint_every: int = 500_000  # agent steps between periodic checkpoints
     keep_last: int = 5  # periodic checkpoints kept (latest/best are kept apart)
     log_every: int = 100  # updates between diagnostics records

@@ -33,6 +33,8 @@ def test_auto_is_bf16_only_where_bf16_is_fast(monkeypatch):
     assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
     monkeypatch.setattr(model_mod, "fast_bf16", lambda device: True)
     assert resolve_precision("auto", cpu) == "bf16"
+    assert resolve_precision("auto", cpu, images=False) == "fp32"  # a vector env's MLP
+    assert resolve_precision("bf16", cpu, images=False) == "bf16"  # asked for: given
     monkeypatch.setattr(model_mod, "fast_bf16", lambda device: False)
     assert resolve_precision("auto", cpu) == "fp32"
 
@@ -146,3 +148,22 @@ def test_from_weights_is_the_loaded_network_and_leaves_the_random_stream_alone()
     incomplete = {k: v for k, v in trained.state_dict().items() if k != "value_head.bias"}
     with pytest.raises(RuntimeError, match="value_head.bias"):  # strict: no uninitialised layer survives
         ActorCritic.from_weights((4, 84, 84), 6, incomplete)
+
+
+@pytest.mark.parametrize("preset, fast, expected", [("smoke", True, "bf16"), ("smoke", False, "fp32"),
+                                                    ("cartpole", True, "fp32")])
+def test_the_default_auto_gives_bf16_to_the_image_network_where_bf16_is_native(tmp_path, monkeypatch, preset, fast,
+                                                                             expected):
+    from a2c_tui.run.trainer import Trainer
+    from conftest import load_config
+
+    monkeypatch.setattr(model_mod, "fast_bf16", lambda device: fast)
+    config = load_config(preset, tmp_path, "env.num_envs=2", "run.torch_threads=1")
+    assert config.run.precision == "auto"  # no preset but the GPU one names it
+    trainer = Trainer(config, tensorboard=False)
+    try:
+        assert trainer.precision == expected and trainer.model.bf16 == (expected == "bf16")
+        assert trainer.snapshot().device == f"cpu ({expected})"
+    finally:
+        trainer.metrics.close()
+        trainer.envs.close()

@@ -62,10 +62,12 @@ def fast_bf16(device: torch.device) -> bool:
     return any(probe is not None and probe() for probe in probes)
 
 
-def resolve_precision(name: str, device: torch.device) -> str:
-    """run.precision ("fp32" | "bf16" | "auto") -> "fp32" or "bf16" for this device."""
+def resolve_precision(name: str, device: torch.device, images: bool = True) -> str:
+    """run.precision ("fp32" | "bf16" | "auto") -> "fp32" or "bf16" for this device. "auto" is
+    bf16 for the image network where bf16 is native (fast_bf16), fp32 otherwise: the 64-64 MLP
+    of a vector env is too small for bf16 to pay for its casts."""
     if name == "auto":
-        return "bf16" if fast_bf16(device) else "fp32"
+        return "bf16" if images and fast_bf16(device) else "fp32"
     return name
 
 

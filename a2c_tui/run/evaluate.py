@@ -75,7 +75,8 @@ def evaluate(config: Config, weights: dict[str, torch.Tensor], episodes: int = 1
                      max_episode_frames=env.max_episode_frames, clip_rewards=False, life_loss=False)
     try:
         model = ActorCritic.from_weights(envs.observation_shape, envs.n_actions, weights,
-                                         bf16=resolve_precision(config.run.precision, torch.device(device)) == "bf16")
+                                         bf16=resolve_precision(config.run.precision, torch.device(device),
+                                                                images=len(envs.observation_shape) == 3) == "bf16")
         model.to(device).eval()
         generator = torch.Generator(device=device).manual_seed(seed)  # same seed, same games
         counted = np.ones(num_envs, dtype=bool)  # is the game each env is playing one of the N?

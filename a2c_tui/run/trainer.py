@@ -201,7 +201,8 @@ class Trainer:
             if payload is not None:
                 ckpt.check_compatible(payload, config.env.id, self.envs.n_actions, self.envs.observation_shape, resume)
             self.run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config)
-            self.precision = resolve_precision(config.run.precision, self.device)
+            self.precision = resolve_precision(config.run.precision, self.device,
+                                               images=len(self.envs.observation_shape) == 3)
             self.model = ActorCritic(self.envs.observation_shape, self.envs.n_actions,
                                      bf16=self.precision == "bf16").to(self.device)
             parts = compile_parts(config, self.device)
