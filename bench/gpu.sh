@@ -17,7 +17,7 @@
 #   # here, once: the wheels the box lacks (4 MB), carried beside the checkout as .whl/
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl \
-#       ale-py==0.12.1 gymnasium==1.4.0 tensorboardX farama-notifications cloudpickle
+#       ale-py==0.12.1 gymnasium==1.4.0 tensorboardX farama-notifications cloudpickle protobuf
 #   # there (the wheels are installed with --no-deps on the box's own torch and numpy):
 #   bash bench/gpu.sh
 #   # here, a rehearsal of every stage on the CPU with small sizes (4 minutes at most):
@@ -50,8 +50,13 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONWARNINGS=ignore
 
 if ! $PY -c "import ale_py, gymnasium, tensorboardX" 2>/dev/null; then
-  timeout 120 $PY -m pip install -q --no-deps --no-index --find-links .whl ale-py gymnasium tensorboardX farama-notifications \
-      cloudpickle >"$OUT/logs/pip.txt" 2>&1 || { echo "wheels did not install: see $OUT/logs/pip.txt"; exit 2; }
+  # protobuf (tensorboardX imports it) only where the box has none: its own may serve others
+  WHEELS="ale-py gymnasium tensorboardX farama-notifications cloudpickle"
+  $PY -c "import google.protobuf" 2>/dev/null || WHEELS="$WHEELS protobuf"
+  timeout 120 $PY -m pip install -q --no-deps --no-index --find-links .whl $WHEELS >"$OUT/logs/pip.txt" 2>&1 \
+    || { echo "wheels did not install: see $OUT/logs/pip.txt"; exit 2; }
+  $PY -c "import ale_py, gymnasium, tensorboardX" >>"$OUT/logs/pip.txt" 2>&1 \
+    || { echo "the carried wheels installed but do not import: see $OUT/logs/pip.txt"; exit 2; }
 fi
 
 if [ "$DRY" = 1 ]; then
@@ -128,3 +133,10 @@ rm -rf "$RUNS"
   >"$OUT/summary.md" 2>&1
 cat "$OUT/summary.md"
 echo "done in $SECONDS s; results under $OUT"
+# A stage that failed (not cut by its guard) fails the script, after everything else has run:
+# the rehearsal must not pass with a stage that would fail on the device
+failed=$(grep -E "^[^ ]+ exit [0-9]+" "$OUT/stages.txt" | grep -Ev "^[^ ]+ exit (0|124)( |$)" | cut -d' ' -f1 | tr '\n' ' ')
+if [ -n "$failed" ]; then
+  echo "failed: ${failed}(their output: $OUT/logs)"
+  exit 1
+fi

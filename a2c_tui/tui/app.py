@@ -259,7 +259,10 @@ class A2CApp(App[int]):
         try:
             infos = self.handle.list_checkpoints()
         except OSError as e:
-            self.log_line("warning", f"cannot list checkpoints: {first_line(e)}")
+            # A run stopped or finished ends its process: its last save's announcement may
+            # come after the service is gone, and that is no news
+            if not self.disconnected and state_name(self.handle.state) not in (STOPPED, FINISHED):
+                self.log_line("warning", f"cannot list checkpoints: {first_line(e)}")
             return
         self.checkpoints_pane.show(infos)
         self.evaluation_pane.set_checkpoints(infos)
