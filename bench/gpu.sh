@@ -69,6 +69,7 @@ else
 fi
 
 # stage NAME CAP COMMAND...: run it for at most CAP seconds and never into the reserve.
+CACHES="$(mktemp -d)"
 stage() {
   local name="$1" cap="$2"; shift 2
   local budget=$(( $(left) - RESERVE ))
@@ -78,7 +79,9 @@ stage() {
     return
   fi
   local start=$SECONDS
-  timeout -k 5 "$budget" "$@" >"$OUT/logs/$name.txt" 2>&1
+  # A compile its guard cut short can leave a truncated kernel in inductor's cache, which a later
+  # stage compiling the same kernel would load ("file too short"): a cache of its own per stage
+  TORCHINDUCTOR_CACHE_DIR="$CACHES/$name" timeout -k 5 "$budget" "$@" >"$OUT/logs/$name.txt" 2>&1
   local rc=$?
   echo "$name exit $rc$([ $rc = 124 ] && echo ' (cut at '$budget' s)') in $((SECONDS - start)) s" | tee -a "$OUT/stages.txt"
 }
@@ -128,7 +131,7 @@ if [ "$RUN_SECONDS" -ge 15 ]; then
 else
   echo "run skipped: no time left" | tee -a "$OUT/stages.txt"
 fi
-rm -rf "$RUNS"
+rm -rf "$RUNS" "$CACHES"
 { $PY bench/gpu_bench.py summary --out "$RESULTS"; echo; echo "stages:"; sed 's/^/    /' "$OUT/stages.txt"; } \
   >"$OUT/summary.md" 2>&1
 cat "$OUT/summary.md"
